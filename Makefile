@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` (the headline experiment) and `make test` (the test suite).
+# Each creates .venv and installs the project; torch is pinned to the CPU wheel by constraints.txt.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= results/he_question
+
+.PHONY: install demo test lint clean
+
+$(BIN)/he-leak: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+install: $(BIN)/he-leak
+
+demo: install
+	$(BIN)/he-leak run experiments/he_question.toml --out $(OUT)
+	@echo "report: $(OUT)/report.md"
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,104 @@
+"""The encryptor interface: how a flat [0,1] vector is hidden, viewed as model input, and recovered."""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from he_leak.errors import CiphertextError, ConfigError, HeLeakError
+from he_leak.registry import Registry
+
+ENCRYPTORS: Registry = Registry("encryptor")
+
+
+class MissingKeyError(HeLeakError, PermissionError):
+    """An operation needs a key (secret, or the secret map of a keyless scheme) that this handle does not hold."""
+
+
+class Encryptor(ABC):
+    """Hides a flat float64 vector x in [0,1] of fixed length n.
+
+    ``view`` turns a hidden object into the float32 vector a model is trained on; ``unview`` is its inverse for
+    recovered (possibly noisy) views. ``public()`` is the attacker's handle: it can view/unview, encrypt only when
+    the scheme has a public key, and never decrypt.
+    """
+
+    name: ClassVar[str]
+    has_public_key: ClassVar[bool]
+    n: int
+    view_bounds: tuple[float, float] = (0.0, 1.0)  # public box every view value lies in
+    view_quantum: float | None = None  # views are known multiples of this (None: continuous)
+
+    @property
+    @abstractmethod
+    def view_size(self) -> int:
+        """Length of the ``view`` output."""
+
+    @abstractmethod
+    def encrypt(self, x: np.ndarray) -> Any:
+        """Hide ``x`` (length n); the result is opaque to callers."""
+
+    @abstractmethod
+    def decrypt(self, hidden: Any) -> np.ndarray:
+        """Recover the float64 plaintext (length n); needs the secret key."""
+
+    @abstractmethod
+    def view(self, hidden: Any) -> np.ndarray:
+        """The float32 model input ("ciphertext view") of length ``view_size``."""
+
+    @abstractmethod
+    def unview(self, v: np.ndarray) -> Any:
+        """Round/clamp a recovered view back into a hidden object ``decrypt`` accepts; CiphertextError if invalid."""
+
+    @abstractmethod
+    def public(self) -> Encryptor:
+        """A handle without the secret key (picklable, secret-free)."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, object]:
+        """Parameters for the run record."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "encryptor")
+        return f"{type(self).__name__}[{self.name}]({args})"
+
+    def _plaintext(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as a flat float64 array of length n, or ConfigError."""
+        arr = np.asarray(x, dtype=np.float64).reshape(-1)
+        if arr.size != self.n:
+            raise ConfigError(f"{self.name} encryptor expects {self.n} values, got {arr.size}; set n to the data size")
+        if not np.all(np.isfinite(arr)):
+            raise ConfigError(f"{self.name} encryptor got NaN/inf in the plaintext")
+        return arr
+
+    def _view_vector(self, v: np.ndarray) -> np.ndarray:
+        """``v`` as a finite flat float64 array of length view_size, or CiphertextError."""
+        arr = np.asarray(v, dtype=np.float64).reshape(-1)
+        if arr.size != self.view_size:
+            raise CiphertextError(f"{self.name} view must have {self.view_size} values, got {arr.size}")
+        if not np.all(np.isfinite(arr)):
+            raise CiphertextError(f"{self.name} view contains NaN/inf; it cannot be reassembled into a ciphertext")
+        return arr
+
+
+def known_params(cls: type[Encryptor]) -> list[str]:
+    """The keyword-only constructor parameters of ``cls`` other than n and seed."""
+    sig = inspect.signature(cls.__init__)
+    return [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name not in ("n", "seed")]
+
+
+def make_encryptor(name: str, *, n: int, seed: int, **params: object) -> Encryptor:
+    """Build the registered encryptor ``name``; unknown names or parameters raise ConfigError."""
+    cls = ENCRYPTORS[name]
+    known = known_params(cls)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s) {', '.join(unknown)} for encryptor {name!r}; known: {', '.join(known)}"
+        )
+    if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"encryptor n must be a positive integer, got {n!r}")
+    return cls(n=int(n), seed=int(seed), **params)

@@ -1,0 +1,53 @@
+"""Benchmark: ciphertext view extraction / reassembly vs TenSEAL's own serialize / deserialize.
+
+Run from the repository root: python -m experiments.bench_views [--n 64 625 3072] [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from encryptors import make_encryptor
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[64, 625, 3072])
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    for name in ("ckks", "bfv"):
+        for n in args.n:
+            enc = make_encryptor(name, n=n, seed=0)
+            handle = enc.public()
+            hidden = enc.encrypt(np.random.default_rng(0).random(n))
+            v = handle.view(hidden)
+            blobs = [vec.serialize() for vec in hidden]
+            ser = median_seconds(lambda h=hidden: [vec.serialize() for vec in h], args.repeats)
+            de = median_seconds(lambda b=blobs, e=handle: [e._load_vector(x) for x in b], args.repeats)
+            view = median_seconds(lambda h=hidden, e=handle: e.view(h), args.repeats)
+            unview = median_seconds(lambda v=v, e=handle: e.unview(v), args.repeats)
+            print(
+                f"{name:4s} n={n:5d} view_size={enc.view_size:7d}  view {view * 1e3:7.2f} ms vs serialize "
+                f"{ser * 1e3:6.2f} ms ({view / ser:4.2f}x)   unview {unview * 1e3:7.2f} ms vs deserialize "
+                f"{de * 1e3:6.2f} ms ({unview / de:4.2f}x)"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from he_leak.cli import main
+
+sys.exit(main())

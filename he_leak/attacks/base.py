@@ -1,0 +1,67 @@
+"""The attack interface: reconstruct model inputs from an Observation. An attack never sees Truth or a key."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from he_leak.records import Observation, Reconstruction
+from he_leak.registry import Registry
+
+ATTACKS: Registry = Registry("attack")
+Progress = Callable[[int, int, float], None]  # (step, total, loss) -> None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackOptions:
+    """Options shared by all attacks; None means the attack's own default."""
+
+    iterations: int | None = None
+    restarts: int = 1
+    lr: float | None = None
+    tv: float | None = None
+    seed: int = 0
+    device: torch.device = torch.device("cpu")
+    progress: Progress | None = None
+
+
+class Attack(ABC):
+    """Base class: holds the options; subclasses implement `reconstruct`."""
+
+    name: str = "attack"
+    default_iterations: int = 0
+
+    def __init__(self, options: AttackOptions) -> None:
+        self.options = options
+
+    @property
+    def iterations(self) -> int:
+        return self.options.iterations if self.options.iterations is not None else self.default_iterations
+
+    def report(self, step: int, loss: float) -> None:
+        if self.options.progress is not None:
+            self.options.progress(step, self.iterations, loss)
+
+    @abstractmethod
+    def reconstruct(self, obs: Observation) -> Reconstruction:
+        """Candidate model inputs (B × input_shape) for what was observed."""
+
+    def __repr__(self) -> str:
+        o = self.options
+        return f"{self.name}(iterations={self.iterations}, restarts={o.restarts}, lr={o.lr}, device={o.device})"
+
+
+def make_attack(name: str, options: AttackOptions) -> Attack:
+    """The registered attack `name` (unknown names raise ConfigError listing the known ones)."""
+    return ATTACKS[name](options)
+
+
+def project(x: torch.Tensor, obs: Observation) -> torch.Tensor:
+    """What the attacker knows about inputs: clamp to the box and, for quantised inputs, round to the grid."""
+    x = x.clamp(*obs.bounds)
+    if obs.quantum:
+        x = torch.round(x / obs.quantum) * obs.quantum
+    return x

@@ -1,0 +1,66 @@
+"""Gradients of the model as pure functions of the dummy input, so K restarts run through one vmapped pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, grad_and_value, vmap
+
+from he_leak.records import Observation
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy against hard labels (B,) or label distributions (B×classes)."""
+    if target.is_floating_point():
+        return -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+    return nn.functional.cross_entropy(logits, target)
+
+
+class GradientModel:
+    """The observed model and its target gradient, on one device and dtype, as functions for torch.func."""
+
+    def __init__(self, obs: Observation, *, device: torch.device, dtype: torch.dtype) -> None:
+        self.model = obs.model
+        self.params = {n: p.detach().to(device, dtype) for n, p in obs.model.named_parameters()}
+        self.names = list(self.params)
+        self.target = [g.detach().to(device, dtype) for g in obs.gradients]
+        self.target_sq = sum(float((t * t).sum()) for t in self.target)
+        self.device, self.dtype = device, dtype
+
+    def grads(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """Mean cross-entropy gradient wrt every parameter for a batch x (B×input_shape) with labels y."""
+
+        def loss(params: dict[str, torch.Tensor]) -> torch.Tensor:
+            return soft_cross_entropy(functional_call(self.model, params, (x,)), y)
+
+        g = grad(loss)(self.params)
+        return [g[n] for n in self.names]
+
+    def cosine(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """1 − cosine similarity between the dummy gradient and the target, over all parameters."""
+        g = self.grads(x, y)
+        dot = sum((a * b).sum() for a, b in zip(g, self.target, strict=True))
+        norm = torch.sqrt(sum((a * a).sum() for a in g))
+        return 1 - dot / (norm * self.target_sq**0.5 + 1e-30)
+
+    def squared(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Squared gradient distance, normalised by the target's squared norm (scale-free)."""
+        g = self.grads(x, y)
+        return sum(((a - b) ** 2).sum() for a, b in zip(g, self.target, strict=True)) / self.target_sq
+
+
+def batched_value_and_grad(
+    objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], xs: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Objective values (K,) and their gradients wrt xs (K×B×…) for K restarts sharing labels y, in one pass."""
+    g, v = vmap(grad_and_value(objective), in_dims=(0, None))(xs, y)
+    return v, g
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels of B×C×H×W images (0 for flat inputs)."""
+    if x.dim() != 4:
+        return x.new_zeros(())
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()

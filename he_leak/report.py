@@ -1,0 +1,358 @@
+"""Readable output: one run as a table (the CLI), an experiment as report.md with tables, a verdict computed from
+the numbers, and the expectations."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from he_leak.records import RESULT_KEYS
+
+KEYLESS_MARGIN_DB = 1.0  # keyless estimate "beats guessing the mean" only when it is this much better
+DEFAULT_SYMBOL_EXACT = 0.999
+GROUP_KEYS = ("scenario", "encryptor", "attack")
+REPLICATE_KEYS = ("scenario", "encryptor", "attack", "index", "seed", "device", "iterations")
+
+Row = Mapping[str, Any]
+
+
+# --------------------------------------------------------------------------------------------------------- one run
+def result_table(row: Row, *, title: str | None = None) -> Any:
+    """A rich Table of one Result dict: the set fields of DESIGN.md's keys, then the extras (config left out)."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    keys = [*RESULT_KEYS, *(k for k in row if k not in RESULT_KEYS and k != "config")]
+    for key in keys:
+        value = row.get(key)
+        if value is None and key not in ("success", "error"):
+            continue
+        if key == "error" and value is None:
+            continue
+        table.add_row(key, _value(key, value))
+    return table
+
+
+def format_result(row: Row, *, width: int = 100) -> str:
+    """The single-run table as plain text (no colour codes), for the CLI or a log."""
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, color_system=None, force_terminal=False, legacy_windows=False)
+    console.print(result_table(row))
+    return buffer.getvalue()
+
+
+def _value(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "—"
+        if key.endswith("psnr"):
+            return f"{value:.2f} dB"
+        if key == "seconds":
+            return f"{value:.2f} s"
+        if key.endswith("mse"):
+            return f"{value:.3e}"
+        return f"{value:.4f}"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------------------- statistics
+def _numbers(rows: Sequence[Row], key: str) -> list[float]:
+    out = []
+    for row in rows:
+        v = row.get(key)
+        if isinstance(v, bool) or (isinstance(v, int | float) and math.isfinite(v)):
+            out.append(float(v))
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _median(rows: Sequence[Row], key: str) -> float | None:
+    values = _numbers(rows, key)
+    return float(statistics.median(values)) if values else None
+
+
+def _count(rows: Sequence[Row], key: str) -> tuple[int, int]:
+    """(how many rows have `key` true, how many have it at all)."""
+    present = [r.get(key) for r in rows if r.get(key) is not None]
+    return sum(1 for v in present if v is True or (not isinstance(v, bool) and v)), len(present)
+
+
+def _failures(rows: Sequence[Row]) -> list[Row]:
+    return [r for r in rows if r.get("error")]
+
+
+def _symbol_threshold(row: Row) -> float:
+    value = (row.get("config") or {}).get("success_symbol_exact")
+    return float(value) if isinstance(value, int | float) else DEFAULT_SYMBOL_EXACT
+
+
+def _f(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _rate(hits: int, n: int) -> str:
+    return "—" if n == 0 else f"{hits}/{n} ({100 * hits / n:.0f}%)"
+
+
+def _enc(value: Any) -> str:
+    return "none" if value in (None, "", "none") else str(value)
+
+
+def _groups(rows: Sequence[Row], keys: Sequence[str]) -> dict[tuple[Any, ...], list[Row]]:
+    out: dict[tuple[Any, ...], list[Row]] = {}
+    for row in rows:
+        out.setdefault(tuple(_enc(row.get(k)) if k == "encryptor" else row.get(k) for k in keys), []).append(row)
+    return out
+
+
+def _variant_keys(rows: Sequence[Row]) -> list[str]:
+    """Config fields other than replicates (index, seed) and the grouping ones that take several values: they get
+    their own column, so that e.g. batch 1 and batch 8 are not pooled."""
+    configs = [r.get("config") or {} for r in rows]
+    names: list[str] = []
+    for config in configs:
+        names.extend(k for k in config if k not in names)
+    return [
+        k for k in names
+        if k not in REPLICATE_KEYS and len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1
+    ]  # fmt: skip
+
+
+def _variant(row: Row, keys: Sequence[str]) -> tuple[str, ...]:
+    config = row.get("config") or {}
+    return tuple(json.dumps(config.get(k)) if isinstance(config.get(k), list | dict) else str(config.get(k))
+                 for k in keys)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------------- tables
+TABLE_COLUMNS = (
+    "runs", "success", "plaintext PSNR (dB)", "plaintext SSIM", "input PSNR (dB)", "symbol exact", "decrypts",
+    "key PSNR (dB)", "seconds", "failures",
+)  # fmt: skip
+
+
+def _table_cells(rows: Sequence[Row]) -> list[str]:
+    success = sum(1 for r in rows if r.get("success") is True)
+    return [
+        str(len(rows)),
+        _rate(success, len(rows)),
+        _f(_median(rows, "plaintext_psnr"), 2),
+        _f(_median(rows, "plaintext_ssim"), 3),
+        _f(_median(rows, "input_psnr"), 2),
+        _f(_median(rows, "symbol_exact"), 4),
+        _rate(*_count(rows, "decrypts")),
+        _f(_median(rows, "key_plaintext_psnr"), 2),
+        _f(_median(rows, "seconds"), 2),
+        str(len(_failures(rows))),
+    ]
+
+
+def _markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return [line(header), "|" + "|".join("---" for _ in header) + "|", *(line(r) for r in body)]
+
+
+def results_tables(rows: Sequence[Row]) -> list[str]:
+    """Markdown: one table per scenario × encryptor, one line per attack (× varying config fields)."""
+    lines: list[str] = []
+    variants = _variant_keys(rows)
+    for (scenario, encryptor), group in _groups(rows, ("scenario", "encryptor")).items():
+        lines += [f"### {scenario} · encryptor {encryptor}", ""]
+        body = []
+        for (attack, *variant), sub in _groups_variant(group, variants).items():
+            body.append([str(attack), *variant, *_table_cells(sub)])
+        lines += _markdown_table(["attack", *variants, *TABLE_COLUMNS], body)
+        lines.append("")
+    return lines
+
+
+def _groups_variant(rows: Sequence[Row], variants: Sequence[str]) -> dict[tuple[Any, ...], list[Row]]:
+    out: dict[tuple[Any, ...], list[Row]] = {}
+    for row in rows:
+        out.setdefault((row.get("attack"), *_variant(row, variants)), []).append(row)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------- verdict
+def _attack_rank(rows: Sequence[Row]) -> tuple[float, ...]:
+    success = sum(1 for r in rows if r.get("success") is True) / len(rows)
+    keys = ("plaintext_psnr", "symbol_exact", "input_psnr", "key_plaintext_psnr")
+    return (success, *(v if (v := _median(rows, k)) is not None else -math.inf for k in keys))
+
+
+def verdict(rows: Sequence[Row]) -> list[str]:
+    """Plain sentences per scenario × encryptor, computed from the rows (nothing hand-written per experiment)."""
+    lines: list[str] = []
+    for (scenario, encryptor), group in _groups(rows, ("scenario", "encryptor")).items():
+        by_attack = _groups(group, ("attack",))
+        sentences = [_best_attack(by_attack, len(group))]
+        sentences += _input_sentence(by_attack)
+        sentences += _key_sentence(by_attack)
+        sentences += _keyless_sentence(by_attack, scenario)
+        failed = _failures(group)
+        if failed:
+            sentences.append(f"{len(failed)} of {len(group)} runs ended with an error (first: {failed[0]['error']}).")
+        lines.append(f"- **{scenario} · encryptor {encryptor}** — " + " ".join(sentences))
+    return lines
+
+
+def _best_attack(by_attack: Mapping[tuple[Any, ...], list[Row]], total: int) -> str:
+    ranked = sorted(by_attack.items(), key=lambda item: _attack_rank(item[1]), reverse=True)
+    (attack,), rows = ranked[0]
+    success = sum(1 for r in rows if r.get("success") is True)
+    details = []
+    if (p := _median(rows, "plaintext_psnr")) is not None:
+        ssim = _median(rows, "plaintext_ssim")
+        details.append(f"median plaintext PSNR {p:.1f} dB" + (f" (SSIM {ssim:.3f})" if ssim is not None else ""))
+    if (s := _median(rows, "symbol_exact")) is not None:
+        details.append(f"median symbol_exact {s:.4f}")
+    detail = ", " + ", ".join(details) if details else ""
+    if len(ranked) == 1:
+        lead = f"One attack was run, {attack}: it succeeded in {success} of {len(rows)} runs"
+    elif success == 0:
+        lead = f"No attack succeeded in any of {total} runs; the closest was {attack} ({len(rows)} runs"
+        return f"{lead}{detail})."
+    else:
+        others = ", ".join(f"{a} {sum(1 for r in rs if r.get('success') is True)}/{len(rs)}"
+                           for (a,), rs in ranked[1:])  # fmt: skip
+        lead = f"Best attack: {attack}, which succeeded in {success} of {len(rows)} runs (others: {others})"
+    return f"{lead}{detail}."
+
+
+def _input_sentence(by_attack: Mapping[tuple[Any, ...], list[Row]]) -> list[str]:
+    scored = [(a, rows, _median(rows, "symbol_exact")) for (a,), rows in by_attack.items()]
+    scored = [s for s in scored if s[2] is not None]
+    if not scored:
+        return []
+    attack, rows, best = max(scored, key=lambda s: s[2])
+    values = [(r["symbol_exact"], _symbol_threshold(r)) for r in rows if _is_number(r.get("symbol_exact"))]
+    exact = sum(1 for v, t in values if v >= t)
+    threshold = _symbol_threshold(rows[0])
+    state = "is recovered" if exact == len(values) else ("is partly recovered" if exact else "is not recovered")
+    return [f"The model input (ciphertext view) {state}: best median symbol_exact {best:.4f} ({attack}), "
+            f"≥ {threshold:g} in {exact} of {len(values)} runs."]  # fmt: skip
+
+
+def _key_sentence(by_attack: Mapping[tuple[Any, ...], list[Row]]) -> list[str]:
+    scored = []
+    for (attack,), rows in by_attack.items():
+        hits, n = _count(rows, "decrypts")
+        psnr = _median(rows, "key_plaintext_psnr")
+        if n or psnr is not None:
+            scored.append((hits / n if n else -1.0, psnr if psnr is not None else -math.inf, attack, rows, hits, n))
+    if not scored:
+        return []
+    _, psnr, attack, rows, hits, n = max(scored, key=lambda s: (s[0], s[1]))
+    ssim = _median(rows, "key_plaintext_ssim")
+    quality = ""
+    if math.isfinite(psnr):
+        quality = f"; the decrypted images have median PSNR {psnr:.1f} dB" + (
+            f" (SSIM {ssim:.3f})" if ssim is not None else ""
+        )
+    if n:
+        readable = "can read it" if hits == n else ("can read it in some runs" if hits else "cannot read it")
+        return [f"A key holder {readable}: the recovered input decrypts in {hits} of {n} runs ({attack}){quality}."]
+    return [f"With the key ({attack}){quality}."]
+
+
+def _keyless_sentence(by_attack: Mapping[tuple[Any, ...], list[Row]], scenario: Any) -> list[str]:
+    per_attack = []
+    for (attack,), rows in by_attack.items():
+        psnr = _median(rows, "plaintext_psnr")
+        if psnr is None:
+            continue
+        paired = [(r["plaintext_psnr"], r["mean_psnr"]) for r in rows
+                  if _is_number(r.get("plaintext_psnr")) and _is_number(r.get("mean_psnr"))]  # fmt: skip
+        gain = statistics.median(p - m for p, m in paired) if paired else None
+        mean = statistics.median(m for _, m in paired) if paired else None
+        per_attack.append((attack, psnr, gain, mean))
+    if not per_attack:
+        return ["No plaintext estimate was produced without the key."] if scenario != "plain" else []
+    subject = "The attacker's plaintext estimate" if scenario == "plain" else "Without the key, the best estimate"
+    compared = [p for p in per_attack if p[2] is not None]
+    if not compared:
+        attack, psnr, _, _ = max(per_attack, key=lambda p: p[1])
+        return [f"{subject} ({attack}) has median plaintext PSNR {psnr:.1f} dB; the rows carry no dataset-mean "
+                f"baseline (mean_psnr) to compare it with."]  # fmt: skip
+    attack, psnr, gain, mean = max(compared, key=lambda p: p[2])
+    if gain > KEYLESS_MARGIN_DB:
+        judgement = f"it beats guessing the dataset mean by {gain:.1f} dB"
+    elif gain >= -KEYLESS_MARGIN_DB:
+        judgement = f"no better than guessing the dataset mean ({gain:+.1f} dB, within ±{KEYLESS_MARGIN_DB:g} dB)"
+    else:
+        judgement = f"worse than guessing the dataset mean ({gain:+.1f} dB)"
+    return [f"{subject} ({attack}) has median plaintext PSNR {psnr:.1f} dB against {mean:.1f} dB for the dataset "
+            f"mean: {judgement}."]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------------- report.md
+def expectations_table(expectations: Sequence[Mapping[str, Any]]) -> list[str]:
+    body = []
+    for e in expectations:
+        status = {True: "met", False: "**unmet**", None: "pending"}[e.get("met")]
+        value = e.get("value")
+        body.append([str(e.get("expect", "")), "—" if value is None else f"{value:.4g}", str(e.get("runs", "")),
+                     status, str(e.get("note") or "")])  # fmt: skip
+    return _markdown_table(["expectation", "value", "runs", "status", "note"], body)
+
+
+def write_report(
+    rows: Sequence[Row],
+    out: Path,
+    *,
+    title: str,
+    description: str = "",
+    expectations: Sequence[Mapping[str, Any]] = (),
+    figures: Sequence[Path | str] = (),
+    runs_total: int | None = None,
+) -> Path:
+    """Write report.md (`out` is the file, or a folder to write report.md into); returns its path.
+
+    `expectations`: evaluated expectation rows (ExpectationResult.as_row(): expect, value, runs, met, note).
+    `figures`: image paths relative to the report's folder, linked at the end."""
+    out = Path(out)
+    path = out if out.suffix == ".md" else out / "report.md"
+    lines = [f"# {title}", ""]
+    if description:
+        lines += [description.strip(), ""]
+    recorded = f"{len(rows)} run(s) recorded" + (f" of {runs_total}" if runs_total is not None else "")
+    failures = len(_failures(rows))
+    lines += [f"{recorded}; {sum(1 for r in rows if r.get('success') is True)} succeeded, {failures} failed.", ""]
+    if rows:
+        lines += ["## Verdict", "", *verdict(rows), ""]
+        lines += ["## Results", "", "Medians over the runs where the value exists (— where none has it).", ""]
+        lines += results_tables(rows)
+    else:
+        lines += ["No runs recorded yet.", ""]
+    if expectations:
+        met = sum(1 for e in expectations if e.get("met") is True)
+        lines += ["## Expectations", "", f"{met} of {len(expectations)} met.", ""]
+        lines += [*expectations_table(expectations), ""]
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"![{Path(f).stem}]({Path(f).as_posix()})" for f in figures]
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,33 @@
+"""Scenario `plain`: no encryption. The model input is the image; the attacker sees the plaintext gradient."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from he_leak.records import Observation, Reconstruction, Truth
+from he_leak.scenarios.base import SCENARIOS, Estimates, Scenario, shared_gradient
+
+
+@SCENARIOS.register("plain")
+class Plain(Scenario):
+    """The baseline every encrypted scenario is compared with."""
+
+    name = "plain"
+
+    def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(image_shape)
+
+    def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[Observation, Truth]:
+        grads = shared_gradient(model, images, labels)
+        obs = Observation(
+            model=model,
+            gradients=grads,
+            input_shape=tuple(images.shape[1:]),
+            batch=len(images),
+            classes=self.cfg.classes,
+        )
+        return obs, Truth(inputs=images, labels=labels, plaintext=images)
+
+    def interpret(self, rec: Reconstruction, truth: Truth) -> Estimates:
+        return Estimates(keyless=rec.inputs.reshape(truth.plaintext.shape))
