@@ -107,13 +107,15 @@ class Expectation:
         return " and ".join(parts)
 
     def selects(self, row: Mapping[str, Any]) -> bool:
-        """Does a result row belong to this expectation? A filter matches the run's config value or, where the
-        Result carries the resolved value (encryptor, device, iterations), that one."""
+        """Does a result row belong to this expectation? A filter is compared with the value the Result records
+        when it has one (the resolved encryptor, device, iterations), else with the run's config value."""
         config = row.get("config") or {}
         for name, accepted in self.filters.items():
-            candidates = [config.get(name)]
-            if row.get(name) is not None:
-                candidates.append(row.get(name))
+            candidates = [row[name]] if row.get(name) is not None else [config.get(name)]
+            if name == "encryptor":  # "none" and None both mean: no encryption
+                candidates = [None if c in ("", "none") else c for c in candidates]
+            if name == "device":  # `device = "auto"` also selects runs configured that way
+                candidates.append(config.get(name))
             if not any(c in accepted for c in candidates):
                 return False
         return True
@@ -628,8 +630,19 @@ def _failed_row(cfg: RunConfig, error: BaseException, seconds: float) -> dict[st
     key = cfg.key()
     names = {f.name for f in dataclasses.fields(Result)}
     values = {k: v for k, v in key.items() if k in names and k not in ("config", "success", "error", "seconds")}
+    values["encryptor"] = _resolved_encryptor(cfg)
     result = Result(**values, seconds=seconds, success=False, error=f"{type(error).__name__}: {_one_line(error)}")
     return result.to_dict()
+
+
+def _resolved_encryptor(cfg: RunConfig) -> str | None:
+    """The encryptor the scenario would use (its default when the config leaves it None), as run_one records it."""
+    try:
+        from he_leak.scenarios import SCENARIOS
+
+        return SCENARIOS[cfg.scenario](cfg).encryptor
+    except Exception:  # noqa: BLE001  only a label for a row that failed anyway
+        return cfg.encryptor
 
 
 def _renamed(error: HeLeakError, message: str) -> HeLeakError:

@@ -113,6 +113,10 @@ def _slug(*parts: Any) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join("none" if p is None else str(p) for p in parts)).strip("-")
 
 
+def _enc(value: Any) -> str:
+    return "none" if value in (None, "", "none") else str(value)
+
+
 def _load_panels(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -132,7 +136,7 @@ def experiment_figures(
     written: list[Path] = []
     groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row.get("scenario"), row.get("encryptor"), row.get("attack")), []).append(row)
+        groups.setdefault((row.get("scenario"), _enc(row.get("encryptor")), row.get("attack")), []).append(row)
     for (scenario, encryptor, attack), group in groups.items():
         shown = []
         for row in group:
@@ -144,7 +148,7 @@ def experiment_figures(
             if len(shown) == max_runs:
                 break
         if shown:
-            title = f"{scenario} · encryptor {encryptor or 'none'} · {attack}"
+            title = f"{scenario} · encryptor {encryptor} · {attack}"
             written.append(_runs_figure(shown, out_dir / f"runs_{_slug(scenario, encryptor, attack)}.png", title))
     box = _psnr_figure(rows, out_dir / "plaintext_psnr.png")
     if box is not None:
@@ -180,7 +184,7 @@ def _runs_figure(shown: Sequence[tuple[Mapping[str, Any], Mapping[str, np.ndarra
 def _psnr_figure(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     groups: dict[tuple[Any, Any], dict[Any, list[Mapping[str, Any]]]] = {}
     for row in rows:
-        by_attack = groups.setdefault((row.get("scenario"), row.get("encryptor")), {})
+        by_attack = groups.setdefault((row.get("scenario"), _enc(row.get("encryptor"))), {})
         by_attack.setdefault(row.get("attack"), []).append(row)
 
     def values(rs: Sequence[Mapping[str, Any]], key: str) -> list[float]:
@@ -204,14 +208,14 @@ def _psnr_figure(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
             ax.axhline(statistics.median(means), color="tab:red", linestyle="--", linewidth=1, label="dataset mean")
         thresholds = {(r.get("config") or {}).get("success_psnr") for a in attacks for r in by_attack[a]}
         thresholds.discard(None)
-        if len(thresholds) == 1:
+        if len(thresholds) == 1 and present:
             ax.axhline(thresholds.pop(), color="tab:green", linestyle=":", linewidth=1, label="success threshold")
         if not present:
             ax.text(0.5, 0.5, "no plaintext estimate", ha="center", va="center", transform=ax.transAxes, fontsize=8)
         ax.set_xticks(positions)
         ax.set_xticklabels([str(a) for a in attacks], fontsize=8)
         ax.set_xlim(0.4, len(attacks) + 0.6)
-        ax.set_title(f"{scenario} · {encryptor or 'none'}", fontsize=9)
+        ax.set_title(f"{scenario} · {encryptor}", fontsize=9)
         ax.set_ylabel("plaintext PSNR (dB)", fontsize=8)
         if means or ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best")

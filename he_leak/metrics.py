@@ -24,12 +24,15 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return PSNR_CAP if m <= DATA_RANGE**2 * 10 ** (-PSNR_CAP / 10) else 10.0 * math.log10(DATA_RANGE**2 / m)
 
 
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Structural similarity of two C×H×W images (scikit-image, data range 1, window fitted to small images)."""
+def ssim(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Structural similarity of two C×H×W images (scikit-image, data range 1, window fitted to small images);
+    None for images under 3×3, where no window fits."""
     a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a64.ndim != 3:
         raise ValueError(f"ssim needs C×H×W images, got {a64.shape}")
     side = min(a64.shape[1:])
+    if side < 3:
+        return None
     win = min(7, side if side % 2 else side - 1)
     return float(structural_similarity(a64, b64, data_range=DATA_RANGE, channel_axis=0, win_size=win))
 
@@ -58,9 +61,10 @@ def label_accuracy(recovered: torch.Tensor | np.ndarray, truth: torch.Tensor | n
 def image_scores(estimate: np.ndarray, truth: np.ndarray) -> dict[str, float | None]:
     """Mean MSE / PSNR / SSIM over a batch of images (B×C×H×W), and the per-image PSNRs."""
     psnrs = [psnr(e, t) for e, t in zip(estimate, truth, strict=True)]
+    ssims = [ssim(e, t) for e, t in zip(estimate, truth, strict=True)]
     return {
         "mse": float(np.mean([mse(e, t) for e, t in zip(estimate, truth, strict=True)])),
         "psnr": float(np.mean(psnrs)),
-        "ssim": float(np.mean([ssim(e, t) for e, t in zip(estimate, truth, strict=True)])),
+        "ssim": None if None in ssims else float(np.mean(ssims)),
         "psnrs": psnrs,
     }

@@ -13,6 +13,7 @@ from he_leak.errors import ConfigError
 from he_leak.registry import Registry
 
 MODELS: Registry = Registry("model")
+MIN_CONV_SIDE = 4  # below this a 5×5 (or 3×3 strided) convolution sees mostly padding
 ACTIVATIONS: Registry = Registry("activation")
 for _name, _act in {
     "sigmoid": nn.Sigmoid,
@@ -53,6 +54,11 @@ def _image_shape(spec: ModelSpec) -> tuple[int, int, int]:
     if len(spec.input_shape) != 3:
         raise ConfigError(
             f"model {spec.name!r} needs image input C×H×W, got {spec.input_shape}; use --model mlp for flat inputs"
+        )
+    if min(spec.input_shape[1:]) < MIN_CONV_SIDE:
+        raise ConfigError(
+            f"image {spec.input_shape[1]}×{spec.input_shape[2]} is too small for model {spec.name!r} "
+            f"(needs at least {MIN_CONV_SIDE}×{MIN_CONV_SIDE}); use larger images or --model mlp"
         )
     return spec.input_shape  # type: ignore[return-value]
 

@@ -67,7 +67,7 @@ class CountingRunner:
             raise RuntimeError("diverged")
         psnr = 10.0 + 10 * cfg.index + (5.0 if cfg.attack == "stub-other" else 0.0)
         result = Result(
-            scenario=cfg.scenario, encryptor=cfg.encryptor or "none", model=cfg.model, attack=cfg.attack,
+            scenario=cfg.scenario, encryptor=cfg.encryptor, model=cfg.model, attack=cfg.attack,
             data=cfg.data, index=cfg.index, seed=cfg.seed, batch=cfg.batch, device="cpu", seconds=0.01,
             plaintext_psnr=psnr, plaintext_ssim=psnr / 40, symbol_exact=1.0 if cfg.index else 0.5,
             decrypts=cfg.index > 0, success=psnr >= 30, config=cfg.key(),
@@ -371,3 +371,32 @@ max = 25
     with np.load(out / "runs" / f"{run_hash(rows[0]['config'])}.npz") as panels:
         assert panels["truth"].shape == (1, 1, 8, 8) and "keyless" in panels.files
     assert (out / "figures" / "runs_plain_none_stub-half.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120)
+    report = run_experiment(write(tmp_path, BASIC), tmp_path / "out", runner=CountingRunner(), console=console)
+    assert report.ran == 7
+    assert "[7/7] plain · stub-half · mlp · digits #3" in buffer.getvalue()
+
+
+def test_preflight_catches_out_of_range_index(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[grid]]\nattack = ["stub-half"]\nindex = [0, 100000]\n')
+    with pytest.raises(ConfigError) as info:
+        run_experiment(path, tmp_path / "out")  # the real runner: datasets are checked before anything runs
+    assert str(path) in str(info.value) and "100000" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_encryptor_filter_prefers_the_resolved_value() -> None:
+    cfg = RunConfig(scenario="ckks-input", attack="stub-half")
+    ckks_row = {"encryptor": "ckks", "config": cfg.key()}
+    plain_row = {"encryptor": None, "config": RunConfig(attack="stub-half").key()}
+    none = Expectation(metric="success", filters={"encryptor": (None,)}, min=0)
+    assert not none.selects(ckks_row) and none.selects(plain_row)
+    assert Expectation(metric="success", filters={"encryptor": ("ckks",)}, min=0).selects(ckks_row)

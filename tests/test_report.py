@@ -133,7 +133,9 @@ def test_experiment_figures(tmp_path: Path, rows: list[dict]) -> None:
     runs.mkdir()
     rng = np.random.default_rng(1)
     for r in rows[:4]:
-        np.savez(runs / f"{run_hash(r['config'])}.npz", truth=rng.random((1, 1, 8, 8)), keyless=rng.random((1, 1, 8, 8)))
+        np.savez(
+            runs / f"{run_hash(r['config'])}.npz", truth=rng.random((1, 1, 8, 8)), keyless=rng.random((1, 1, 8, 8))
+        )
     paths = experiment_figures(rows, runs, tmp_path / "figures")
     names = {p.name for p in paths}
     assert names == {

@@ -22,6 +22,7 @@ so with ``x̃_n = [x_n; 1]`` the augmented gradient ``G = [∂W | ∂b] = (1/B) 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -41,6 +42,8 @@ MATCH_TOL = 1e-5  # relative gradient mismatch under which a batch solution is c
 TINY_BIAS = 1e-12  # |∂b| below this (relative to the largest row norm) leaves no usable row
 MAX_STARTS = 24  # Levenberg–Marquardt restarts for a batch
 MAX_NFEV = 200  # residual evaluations per restart
+TIME_BUDGET = 60.0  # seconds for all restarts of one batch
+SPARSE_TRIES = 4000  # random row subsets tried when looking for sparse δ's (ReLU-like layers)
 
 
 def first_linear(model: nn.Module) -> tuple[nn.Linear, int, int]:
@@ -48,7 +51,8 @@ def first_linear(model: nn.Module) -> tuple[nn.Linear, int, int]:
     for module in model.modules():
         if isinstance(module, nn.modules.conv._ConvNd):
             raise AttackFailed(
-                f"the analytic attack needs a fully connected first layer; this model starts with {type(module).__name__}"
+                "the analytic attack needs a fully connected first layer; "
+                f"this model starts with {type(module).__name__}"
             )
         if isinstance(module, nn.Linear):
             if module.bias is None:
@@ -124,19 +128,37 @@ class _BatchProblem:
         parts += [(g - o).flatten() * w for g, o, w in zip(grads[1:], self.other_obs, self.other_scale, strict=True)]
         return torch.cat(parts)
 
-    def solve(self, t0: np.ndarray, targets: torch.Tensor, soft: bool) -> tuple[np.ndarray, float, int]:
+    def solve(
+        self, t0: np.ndarray, targets: torch.Tensor, soft: bool, *, deadline: float
+    ) -> tuple[np.ndarray, float, int]:
+        """Levenberg–Marquardt (scipy) on the scaled residual with an autograd Jacobian; stops early once the
+        mismatch is below MATCH_TOL/10 or the deadline has passed."""
+        norm = math.sqrt(1 + len(self.others))
+        best = [math.inf, np.asarray(t0, dtype=np.float64), 0]
+
         def fun(t: np.ndarray) -> np.ndarray:
-            return self.residual(torch.from_numpy(t), targets, soft, create_graph=False).detach().numpy()
+            r = self.residual(torch.from_numpy(t), targets, soft, create_graph=False).detach().numpy()
+            err = float(np.linalg.norm(r)) / norm
+            best[2] += 1
+            if err < best[0]:
+                best[0], best[1] = err, t.copy()
+            if err < MATCH_TOL / 10 or time.perf_counter() > deadline:
+                raise _Stop
+            return r
 
         def jac(t: np.ndarray) -> np.ndarray:
-            tt = torch.from_numpy(t)
             j = torch.autograd.functional.jacobian(
-                lambda u: self.residual(u, targets, soft, create_graph=True), tt, vectorize=True
+                lambda u: self.residual(u, targets, soft, create_graph=True), torch.from_numpy(t), vectorize=True
             )
             return j.detach().numpy()
 
-        sol = least_squares(fun, t0, jac=jac, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=MAX_NFEV)
-        return sol.x, float(np.linalg.norm(sol.fun) / math.sqrt(1 + len(self.others))), int(sol.nfev)
+        with contextlib.suppress(_Stop):
+            least_squares(fun, best[1], jac=jac, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=MAX_NFEV)
+        return best[1], best[0], best[2]
+
+
+class _Stop(Exception):
+    """Raised inside the residual to end a least-squares solve early."""
 
 
 def _starts(g: torch.Tensor, v: torch.Tensor, prob: _BatchProblem, count: int, seed: int) -> list[np.ndarray]:
@@ -157,6 +179,36 @@ def _starts(g: torch.Tensor, v: torch.Tensor, prob: _BatchProblem, count: int, s
         t = (c - prob.c0.numpy()[None]) @ prob.null.numpy()
         out.append(t.ravel())
     return out
+
+
+def _sparse_start(us: torch.Tensor, prob: _BatchProblem, seed: int) -> np.ndarray | None:
+    """For ReLU-like layers: δ_n vanishes on the units inactive for sample n, so the columns w_n of C⁻¹ (where
+    D = B·C⁻ᵀ(U S)ᵀ) are null vectors of many rows of U S at once.  Random B-1 row subsets give candidate null
+    vectors; those that zero further rows are kept, refined on their whole zero set, and B distinct ones give C."""
+    b = prob.b
+    a = us.numpy()
+    norms = np.linalg.norm(a, axis=1)
+    a = a[norms > RANK_TOL * norms.max()] / norms[norms > RANK_TOL * norms.max(), None]
+    if len(a) < b:
+        return None
+    rng = np.random.default_rng(seed)
+    subsets = np.stack([rng.choice(len(a), size=b - 1, replace=False) for _ in range(SPARSE_TRIES)])
+    w = np.linalg.svd(a[subsets])[2][:, -1, :]  # tries × B null vectors
+    zeros = np.abs(w @ a.T) < 1e-6
+    found: list[np.ndarray] = []
+    for k in np.argsort(-zeros.sum(1)):
+        if zeros[k].sum() < b + 1:  # B-1 chosen rows and at least two more
+            break
+        vec = np.linalg.svd(a[zeros[k]])[2][-1]
+        if all(abs(vec @ f) < 1 - 1e-6 for f in found):
+            found.append(vec)
+        if len(found) == b:
+            break
+    if len(found) < b:
+        return None
+    c = np.linalg.inv(np.stack(found, axis=1))
+    c = c / (c @ prob.v[:, -1].numpy())[:, None]
+    return ((c - prob.c0.numpy()[None]) @ prob.null.numpy()).ravel()
 
 
 @ATTACKS.register("analytic")
@@ -214,29 +266,40 @@ class Analytic(Attack):
         mixed = int((counts > 0).sum()) > 1
         best: tuple[float, np.ndarray, torch.Tensor] | None = None
         evaluations = 0
-        for k, t0 in enumerate(_starts(g, v, prob, MAX_STARTS, self.options.seed)):
+        deadline = time.perf_counter() + TIME_BUDGET
+        starts = _starts(g, v, prob, MAX_STARTS, self.options.seed)
+        relu = any(isinstance(m, nn.ReLU) for m in obs.model.modules())
+        sparse = _sparse_start(us, prob, self.options.seed) if relu else None
+        info["sparse_start"] = sparse is not None
+        if sparse is not None:
+            starts.insert(1, sparse)
+        for k, t0 in enumerate(starts):
             targets = labels
             if mixed:  # soft labels first, then round and re-solve with hard ones
                 y0 = (counts.double() / b).expand(b, -1) - 1.0 / obs.classes
                 y0 = y0 + 0.01 * torch.randn(b, obs.classes, generator=torch.Generator().manual_seed(k), dtype=y0.dtype)
-                t_soft, _, n1 = prob.solve(np.concatenate([t0, y0.numpy().ravel()]), labels, soft=True)
+                t_soft, _, n1 = prob.solve(
+                    np.concatenate([t0, y0.numpy().ravel()]), labels, soft=True, deadline=deadline
+                )
                 evaluations += n1
                 s_ = torch.from_numpy(t_soft[prob.n_c :]).reshape(b, obs.classes)
                 targets = (s_ + (1 - s_.sum(1, keepdim=True)) / obs.classes).argmax(1)
                 t0 = t_soft[: prob.n_c]
-            t, err, n = prob.solve(t0, targets, soft=False)
+            t, err, n = prob.solve(t0, targets, soft=False, deadline=deadline)
             evaluations += n
             self.report(k, err)
             if best is None or err < best[0]:
                 best = (err, t, targets)
-            if err < MATCH_TOL:
+            if err < MATCH_TOL or time.perf_counter() > deadline:
                 break
         assert best is not None
         err, t, targets = best
         x = prob.inputs(torch.from_numpy(t)).detach()
         exact = err < MATCH_TOL
         x, projected = _project_if_exact(x, obs) if exact else (project(x, obs), True)
-        info.update({"restarts": k + 1, "mismatch": err, "projected": projected, "seconds": time.perf_counter() - start})
+        info.update(
+            {"restarts": k + 1, "mismatch": err, "projected": projected, "seconds": time.perf_counter() - start}
+        )
         return Reconstruction(
             inputs=x.float().reshape(b, *obs.input_shape),
             labels=targets.long(),

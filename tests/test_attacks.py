@@ -1,0 +1,73 @@
+"""One suite for every registered attack: each recovers a small input of known truth on a model it supports,
+never sees the truth, and reports divergence as a failed run."""
+
+import pickle
+
+import pytest
+import torch
+
+from he_leak.attacks import ATTACKS, AttackOptions, make_attack
+from he_leak.config import RunConfig
+from he_leak.errors import AttackFailed, ConfigError
+from he_leak.metrics import match, psnr
+from he_leak.records import Observation
+from he_leak.runner import prepare, run_one
+
+# attack -> (RunConfig fields of a case it must solve, minimum PSNR in dB of the recovered input vs the truth)
+CASES = {
+    "dlg": (dict(model="lenet", data="digits", index=3, iterations=100), 40.0),
+    "idlg": (dict(model="lenet", data="digits", index=5, iterations=100), 40.0),
+    "ig": (dict(model="mlp", hidden=(32,), data="digits", index=1, iterations=400, restarts=2), 30.0),
+    "analytic": (dict(model="mlp", hidden=(16,), data="faces", index=7), 60.0),
+    "layerwise": (dict(model="mlp", hidden=(64,), data="digits", index=2), 30.0),
+}
+
+
+def test_every_attack_has_a_case():
+    assert set(CASES) == set(ATTACKS)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_attack_recovers_known_input(name):
+    fields, min_psnr = CASES[name]
+    cfg = RunConfig(attack=name, **fields)
+    _, obs, truth = prepare(cfg)
+    rec = make_attack(name, AttackOptions(iterations=cfg.iterations, restarts=cfg.restarts)).reconstruct(obs)
+    assert rec.inputs.shape == truth.inputs.shape
+    order = match(rec.inputs.numpy(), truth.inputs.numpy())
+    scores = [psnr(r, t) for r, t in zip(rec.inputs[order].double().numpy(), truth.inputs.double().numpy())]
+    assert min(scores) >= min_psnr, scores
+    if rec.labels is not None:
+        assert torch.equal(rec.labels[order].cpu(), truth.labels)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_observation_holds_no_truth(name):
+    """What an attack receives pickles, and holds neither the inputs nor the labels."""
+    _, obs, truth = prepare(RunConfig(attack=name, **CASES[name][0]))
+    blob = pickle.dumps(obs)
+    assert truth.inputs.numpy().tobytes() not in blob
+    assert not any(isinstance(v, torch.Tensor) and v.shape == truth.inputs.shape for v in vars(obs).values())
+
+
+def test_nan_gradient_is_a_failed_row_not_a_result():
+    cfg = RunConfig(attack="dlg", model="lenet", data="digits", iterations=5)
+    _, obs, _ = prepare(cfg)
+    bad = Observation(**{**vars(obs), "gradients": tuple(torch.full_like(g, float("nan")) for g in obs.gradients)})
+    with pytest.raises(AttackFailed):
+        make_attack("dlg", AttackOptions(iterations=5)).reconstruct(bad)
+
+
+def test_run_one_records_failures(monkeypatch):
+    def boom(self, obs):
+        raise AttackFailed("diverged at step 3")
+
+    monkeypatch.setattr(ATTACKS["idlg"], "reconstruct", boom)
+    result = run_one(RunConfig(attack="idlg", model="lenet", data="digits")).result
+    assert result.success is False and result.error == "AttackFailed: diverged at step 3"
+    assert result.plaintext_psnr is None
+
+
+def test_unknown_attack_lists_known():
+    with pytest.raises(ConfigError, match="known: .*dlg.*idlg.*ig"):
+        make_attack("zzz", AttackOptions())

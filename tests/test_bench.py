@@ -1,0 +1,85 @@
+"""The DLG benchmark (plain loop vs the reliable L-BFGS recipe) and `dlg_lbfgs` on tiny 8×8 digits."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from he_leak.attacks.lbfgs_match import dlg_lbfgs, label_from_bias
+from he_leak.bench import BenchReport, bench_dlg, main, psnr
+from he_leak.data import load_dataset
+from he_leak.errors import AttackFailed
+from he_leak.models import ModelSpec, build_model
+
+
+def _digit_problem(index: int = 0, batch: int = 1, seed: int = 0):
+    ds = load_dataset("digits")
+    x, y = ds.batch(index, batch)
+    model = build_model(ModelSpec(name="lenet", input_shape=(1, 8, 8), classes=10, seed=seed))
+    ref = copy.deepcopy(model).double()  # the float64 reference gradient
+    truth, label = torch.as_tensor(x).double(), torch.as_tensor(y)
+    grads = torch.autograd.grad(F.cross_entropy(ref(truth), label), list(ref.parameters()))
+    return model, tuple(g.detach() for g in grads), truth, label
+
+
+def test_bench_smoke() -> None:
+    report = bench_dlg(pairs=2, steps=5, classes=10, data="digits", threads=1)
+    assert isinstance(report, BenchReport)
+    assert len(report.runs) == 4 and {r.method for r in report.runs} == {"plain", "improved"}
+    for s in (report.plain, report.improved):
+        assert s.runs == 2 and 0 <= s.successes <= 2 and 0 <= s.diverged <= 2
+        assert 0.0 <= s.success_rate <= 1.0 and s.median_seconds > 0
+    for r in report.runs:
+        assert r.seconds > 0 and 1 <= r.steps <= 5
+        assert r.success == (not math.isnan(r.psnr) and r.psnr >= 40)
+        assert r.time_to_success is None or r.time_to_success <= r.seconds
+    assert report.ratio_seconds > 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.plain.runs = 3  # frozen
+
+
+def test_main_json(capsys) -> None:
+    assert main(["--pairs", "1", "--steps", "2", "--classes", "10", "--json", "--data", "digits"]) == 0
+    assert '"improved"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("label_known", [False, True])
+def test_dlg_lbfgs_recovers_digit(label_known: bool) -> None:
+    model, grads, truth, label = _digit_problem()
+    t0 = time.perf_counter()
+    given = label_from_bias(grads, 10) if label_known else None
+    if label_known:
+        assert int(given) == int(label)
+    x, probs, used, loss = dlg_lbfgs(model, grads, input_shape=(1, 8, 8), classes=10, steps=30, seed=0,
+                                     device="cpu", label=given)  # fmt: skip
+    assert time.perf_counter() - t0 < 60
+    assert x.shape == truth.shape and probs.shape == (1, 10) and 1 <= used <= 30
+    assert int(probs.argmax()) == int(label)
+    assert psnr(x, truth) >= 40, (psnr(x, truth), loss)
+
+
+def test_dlg_lbfgs_batch_shapes() -> None:
+    model, grads, _, label = _digit_problem(batch=2)
+    x, probs, used, loss = dlg_lbfgs(model, grads, input_shape=(1, 8, 8), classes=10, steps=3, seed=1,
+                                     device="cpu", label=label)  # fmt: skip
+    assert x.shape == (2, 1, 8, 8) and probs.shape == (2, 10) and math.isfinite(loss)
+    x, probs, *_ = dlg_lbfgs(model, grads, input_shape=(1, 8, 8), classes=10, steps=3, seed=1, batch=2)
+    assert x.shape == (2, 1, 8, 8) and probs.shape == (2, 10)
+
+
+def test_dlg_lbfgs_rejects_bad_gradients() -> None:
+    model, grads, *_ = _digit_problem()
+    with pytest.raises(AttackFailed):
+        dlg_lbfgs(model, grads[:-1], input_shape=(1, 8, 8), classes=10, steps=1, seed=0)
+    with pytest.raises(AttackFailed):
+        dlg_lbfgs(model, [torch.zeros_like(g) for g in grads], input_shape=(1, 8, 8), classes=10, steps=1, seed=0)
+    nan = [g.clone() for g in grads]
+    nan[0][0] = math.nan
+    with pytest.raises(AttackFailed):
+        dlg_lbfgs(model, nan, input_shape=(1, 8, 8), classes=10, steps=1, seed=0)
