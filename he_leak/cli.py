@@ -46,7 +46,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1, help="batch size B of the shared gradient")
     p.add_argument("--classes", type=int, default=10, help="number of classes of the model (default 10)")
     p.add_argument("--hidden", type=_csv_ints, default=(64, 32), help="mlp hidden widths, e.g. 64,32")
-    p.add_argument("--width", type=int, default=12, help="convnet kernels per layer")
+    p.add_argument("--width", type=int, default=12, help="convnet / conv1 kernels per layer")
+    p.add_argument("--stride", type=int, default=2, help="conv1's stride")
     p.add_argument("--activation", default="sigmoid", help="activation: sigmoid, tanh, relu, leaky_relu, softplus")
     p.add_argument("--seed", type=int, default=0, help="seed of the model's weights and the attack")
 
@@ -118,7 +119,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     cfg = RunConfig(
         scenario=args.scenario, attack=args.attack, model=args.model, data=args.data, index=args.index,
         seed=args.seed, batch=args.batch, iterations=args.iterations, restarts=args.restarts, classes=args.classes,
-        device=args.device, hidden=args.hidden, width=args.width, activation=args.activation,
+        device=args.device, hidden=args.hidden, width=args.width, stride=args.stride, activation=args.activation,
         encryptor=args.encryptor, encryptor_params=dict(args.he), insecure=args.insecure, lr=args.lr, tv=args.tv,
     )  # fmt: skip
     with _progress(sys.stdout.isatty() and not args.json) as progress:
@@ -158,7 +159,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     spec = ModelSpec(
         name=args.model, input_shape=load_dataset(args.data).shape, classes=args.classes, hidden=args.hidden,
-        width=args.width, activation=args.activation, seed=args.seed,
+        width=args.width, stride=args.stride, activation=args.activation, seed=args.seed,
     )  # fmt: skip
     result = audit(spec, batch=args.batch)
     print(json.dumps(result.to_dict()) if args.json else format_audit(result))

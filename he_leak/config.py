@@ -28,6 +28,7 @@ class RunConfig:
     device: str = "auto"
     hidden: tuple[int, ...] = (64, 32)
     width: int = 12
+    stride: int = 2  # conv1's stride
     activation: str = "sigmoid"
     encryptor: str | None = None  # scenario's default when None (ckks for ckks-input)
     encryptor_params: dict[str, Any] = field(default_factory=dict)
@@ -38,7 +39,7 @@ class RunConfig:
     tv: float | None = None  # total-variation weight for ig
 
     def __post_init__(self) -> None:
-        for name in ("batch", "restarts", "classes", "width"):
+        for name in ("batch", "restarts", "classes", "width", "stride"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.index < 0:

@@ -28,6 +28,21 @@ File format (every key is validated before anything runs)::
 
 For ``aggregate = "rate"`` the value is the fraction of matching runs where the metric is true (boolean metrics) or
 at least ``threshold`` (numeric metrics, where ``threshold`` is required); a run without the metric counts as no.
+
+Figures beyond the default ones::
+
+    [[plot]]
+    x = "config.hidden"                       # a Result key (e.g. recovered) or config.<RunConfig field>
+    y = "recovered / batch"                   # the same, or a ratio of two of them
+    group = "batch"                           # optional: one line (or colour) per value
+    kind = "line"                             # line (default): the aggregate of y per x | scatter: one point per run
+    aggregate = "median"                      # median (default) | mean; line plots only
+    title = "fraction of the batch recovered"
+    name = "batch_vs_hidden"                  # optional file name: figures/<name>.png (default: y_vs_x)
+    attack = "analytic"                       # optional filters on RunConfig fields, as in [[expect]]
+
+A list value with one element (``hidden = [32]``) counts as that number; other non-numbers are categories on x.
+Scatter plots give Spearman's rank correlation per group in the legend and under the figure in report.md.
 """
 
 from __future__ import annotations
@@ -60,7 +75,10 @@ from he_leak.runner import Outcome, run_one
 
 Runner = Callable[..., Outcome]  # runner(cfg, progress=callback) -> Outcome
 
-TOP_KEYS = ("name", "description", "fixed", "grid", "expect")
+TOP_KEYS = ("name", "description", "fixed", "grid", "expect", "plot")
+PLOT_KEYS = ("x", "y", "group", "kind", "aggregate", "title", "name")
+PLOT_KINDS = ("line", "scatter")
+PLOT_AGGREGATES = ("median", "mean")
 AGGREGATES = ("median", "mean", "min", "max", "rate")
 EXPECT_KEYS = ("metric", "aggregate", "min", "max", "threshold", "note")
 RESULTS_FILE = "results.jsonl"
@@ -184,6 +202,101 @@ class ExpectationResult:
 
 
 @dataclass(frozen=True)
+class Plot:
+    """One ``[[plot]]`` table: y against x over the selected runs, one series per `group` value."""
+
+    name: str
+    x: str  # a field spec: a Result key, config.<field>, or "a / b" of two of them
+    y: str
+    group: str | None = None
+    kind: str = "line"
+    aggregate: str = "median"
+    title: str = ""
+    filters: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def series(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[Any, float]]]:
+        """Group label → points.  Line: (x, aggregate of y) per x, sorted by x; scatter: one (x, y) per run.  Runs
+        without a numeric y or any x are left out.  Numeric x values stay floats; otherwise all are category strings."""
+        selector = Expectation(metric=self.y, filters=self.filters)
+        raw: list[tuple[str, Any, float]] = []
+        for row in rows:
+            if not selector.selects(row):
+                continue
+            x, y = _field_value(row, self.x), _field_value(row, self.y)
+            if x is None or not isinstance(y, float):
+                continue
+            label = "" if self.group is None else _label(_field_value(row, self.group))
+            raw.append((label, x, y))
+        if not all(isinstance(x, float) for _, x, _ in raw):
+            raw = [(g, x if isinstance(x, str) else _label(x), y) for g, x, y in raw]
+        out: dict[str, list[tuple[Any, float]]] = {}
+        if self.kind == "scatter":
+            for g, x, y in raw:
+                out.setdefault(g, []).append((x, y))
+            return out
+        by_point: dict[str, dict[Any, list[float]]] = {}
+        for g, x, y in raw:
+            by_point.setdefault(g, {}).setdefault(x, []).append(y)
+        for g, points in by_point.items():
+            xs = sorted(points) if all(isinstance(x, float) for x in points) else list(points)
+            out[g] = [(x, _aggregate(self.aggregate, points[x])) for x in xs]
+        return out
+
+    def correlations(self, series: Mapping[str, Sequence[tuple[Any, float]]]) -> dict[str, tuple[float | None, int]]:
+        """Spearman's rank correlation of y with x per group, and the number of points (None where undefined:
+        fewer than 3 points, a constant axis or categorical x)."""
+        from scipy.stats import spearmanr
+
+        out: dict[str, tuple[float | None, int]] = {}
+        for g, points in series.items():
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            rho = None
+            if len(points) >= 3 and all(isinstance(x, float) for x in xs) and len(set(xs)) > 1 and len(set(ys)) > 1:
+                value = float(spearmanr(xs, ys).statistic)
+                rho = value if math.isfinite(value) else None
+            out[g] = (rho, len(points))
+        return out
+
+    def caption(self, series: Mapping[str, Sequence[tuple[Any, float]]]) -> str:
+        """A line for report.md: the plot and, for scatter plots, Spearman's ρ per group."""
+        text = f"{self.title or self.name}: {self.y} against {self.x}"
+        if self.group:
+            text += f" by {self.group}"
+        if self.kind == "scatter":
+            parts = [
+                f"{g + ' ' if g else ''}ρ = {_num(rho)} (n = {n})" for g, (rho, n) in self.correlations(series).items()
+            ]
+            text += "; Spearman " + ", ".join(parts) if parts else ""
+        return text
+
+
+def _field_value(row: Mapping[str, Any], spec: str) -> Any:
+    """The value of a field spec in a result row: a float for numbers (and one-number lists), a string or list for
+    others, None where absent; "a / b" is a float ratio (None when either is missing or b is 0)."""
+    if "/" in spec:
+        top, bottom = (_field_value(row, s.strip()) for s in spec.split("/", 1))
+        if isinstance(top, float) and isinstance(bottom, float) and bottom != 0:
+            return top / bottom
+        return None
+    config = row.get("config") or {}
+    value = config.get(spec[len("config.") :]) if spec.startswith("config.") else row.get(spec)
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    number = _as_number(value)
+    if number is not None:
+        return number
+    return value
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+@dataclass(frozen=True)
 class Experiment:
     """A validated experiment file: its runs (in a stable order, no duplicates) and expectations."""
 
@@ -192,6 +305,7 @@ class Experiment:
     description: str
     runs: tuple[RunConfig, ...]
     expectations: tuple[Expectation, ...]
+    plots: tuple[Plot, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,7 +360,17 @@ def load_experiment(path: Path | str, *, check_names: bool = True) -> Experiment
     if not isinstance(expects, list) or not all(isinstance(e, dict) for e in expects):
         raise ConfigError(f"{where}: expect must be an array of tables, written [[expect]]")
     expectations = tuple(_expectation(e, f"{where} [[expect]] #{i + 1}", runs) for i, e in enumerate(expects))
-    return Experiment(path, name, description, tuple(runs), expectations)
+    raw_plots = data.get("plot", [])
+    if not isinstance(raw_plots, list) or not all(isinstance(p, dict) for p in raw_plots):
+        raise ConfigError(f"{where}: plot must be an array of tables, written [[plot]]")
+    plots = tuple(_plot(p, f"{where} [[plot]] #{i + 1}", runs) for i, p in enumerate(raw_plots))
+    seen: set[str] = set()
+    for number, plot in enumerate(plots, start=1):
+        if plot.name in seen:
+            raise ConfigError(f"{where} [[plot]] #{number}: another plot is already named {plot.name!r}; "
+                              f"give each plot its own name = \"...\"")  # fmt: skip
+        seen.add(plot.name)
+    return Experiment(path, name, description, tuple(runs), expectations, plots)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -412,6 +536,68 @@ def _expectation(raw: dict[str, Any], where: str, runs: Sequence[RunConfig]) -> 
     return expectation
 
 
+def _field_spec(value: Any, key: str, where: str, *, ratio: bool) -> str:
+    """Check a plot axis: a Result key or config.<RunConfig field> (or, with `ratio`, "a / b" of two of them)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f'{where}: {key} must be a field name, e.g. {key} = "input_psnr" or "config.hidden"')
+    if "/" in value:
+        parts = [p.strip() for p in value.split("/")]
+        if not ratio or len(parts) != 2:
+            raise ConfigError(f'{where}: {key} = "{value}": use one field, or a ratio of two ("recovered / batch")')
+        return " / ".join(_field_spec(p, key, where, ratio=False) for p in parts)
+    value = value.strip()
+    if value.startswith("config."):
+        if value[len("config.") :] not in _CONFIG_FIELDS:
+            raise ConfigError(f"{where}: {key} {value!r}: no RunConfig field {value[len('config.'):]!r}; "
+                              f"known: {', '.join(_CONFIG_FIELDS)}")  # fmt: skip
+        return value
+    if value not in _RESULT_FIELDS or value == "config":
+        raise ConfigError(f"{where}: {key} {value!r} is not a Result key; use one of "
+                          f"{', '.join(k for k in _RESULT_FIELDS if k != 'config')} or config.<field>")  # fmt: skip
+    return value
+
+
+def _plot(raw: dict[str, Any], where: str, runs: Sequence[RunConfig]) -> Plot:
+    unknown = [k for k in raw if k not in PLOT_KEYS and k not in _CONFIG_FIELDS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; use {', '.join(PLOT_KEYS)} "
+                          f"or a RunConfig field to filter on")  # fmt: skip
+    for key in ("x", "y"):
+        if key not in raw:
+            raise ConfigError(f'{where}: {key} is required, e.g. {key} = "config.width" or "input_psnr"')
+    x = _field_spec(raw["x"], "x", where, ratio=True)
+    y = _field_spec(raw["y"], "y", where, ratio=True)
+    group = None if raw.get("group") is None else _field_spec(raw["group"], "group", where, ratio=False)
+    kind = raw.get("kind", "line")
+    if kind not in PLOT_KINDS:
+        raise ConfigError(f"{where}: kind {kind!r}; use one of {', '.join(PLOT_KINDS)}")
+    if "aggregate" in raw and kind == "scatter":
+        raise ConfigError(f"{where}: aggregate applies to line plots (a scatter plot shows every run); remove it")
+    aggregate = raw.get("aggregate", "median")
+    if aggregate not in PLOT_AGGREGATES:
+        raise ConfigError(f"{where}: aggregate {aggregate!r}; use one of {', '.join(PLOT_AGGREGATES)}")
+    texts = {}
+    for key in ("title", "name"):
+        value = raw.get(key, "")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
+        texts[key] = value
+    name = texts["name"] or _slug_name(f"{y}_vs_{x}")
+    if _slug_name(name) != name:
+        raise ConfigError(f"{where}: name {name!r}: use letters, digits, '.', '_' or '-' (it names figures/<name>.png)")
+    filters = {k: _filter_values(k, v, where) for k, v in raw.items() if k in _CONFIG_FIELDS}
+    plot = Plot(name=name, x=x, y=y, group=group, kind=kind, aggregate=aggregate, title=texts["title"],
+                filters=filters)  # fmt: skip
+    probe = Expectation(metric=y, filters=filters)
+    if filters and not any(probe.may_select(cfg) for cfg in runs):
+        raise ConfigError(f"{where}: its filters match none of the experiment's runs; fix the filter values")
+    return plot
+
+
+def _slug_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text.replace(" / ", "_per_")).strip("_")
+
+
 def _filter_values(name: str, value: Any, where: str) -> tuple[Any, ...]:
     """A filter value (or a list of alternatives) coerced like the RunConfig field, in key() (JSON) form."""
     if _is_sequence_field(name):
@@ -506,12 +692,19 @@ def run_experiment(
     rows = [recorded[k] for k in (config_id(c.key()) for c in experiment.runs) if k in recorded]
     files = [_write_atomic(out / SUMMARY_FILE, summary_csv(rows))]
     figure_paths = figures.experiment_figures(rows, out / RUNS_DIR, out / FIGURES_DIR) if rows else []
+    captions: dict[str, str] = {}
+    for plot in experiment.plots:
+        series = plot.series(rows)
+        drawn = figures.plot_figure(plot, series, out / FIGURES_DIR / f"{plot.name}.png") if series else None
+        if drawn is not None:
+            figure_paths.append(drawn)
+            captions[drawn.relative_to(out).as_posix()] = plot.caption(series)
     evaluated = tuple(e.evaluate(rows, strict=check) for e in experiment.expectations)
     files.append(
         report.write_report(
             rows, out / REPORT_FILE, title=experiment.name, description=experiment.description,
             expectations=[e.as_row() for e in evaluated], figures=[p.relative_to(out) for p in figure_paths],
-            runs_total=len(experiment.runs),
+            runs_total=len(experiment.runs), captions=captions,
         )
     )  # fmt: skip
     files.extend(figure_paths)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -219,5 +220,42 @@ def _psnr_figure(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
         ax.set_ylabel("plaintext PSNR (dB)", fontsize=8)
         if means or ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_figure(plot: Any, series: Mapping[str, Sequence[tuple[Any, float]]], path: Path) -> Path | None:
+    """An experiment's ``[[plot]]`` (he_leak.experiment.Plot) from its series (group → (x, y) points): lines of the
+    aggregate per x, or a scatter of every run with Spearman's ρ per group in the legend. None when nothing to draw."""
+    series = {g: list(points) for g, points in series.items() if points}
+    if not series:
+        return None
+    xs_all = [x for points in series.values() for x, _ in points]
+    categorical = not all(isinstance(x, float) for x in xs_all)
+    categories = list(dict.fromkeys(str(x) for x in xs_all)) if categorical else []
+    correlations = plot.correlations(series) if plot.kind == "scatter" else {}
+    fig = Figure(figsize=(6.0, 4.0))
+    ax = fig.subplots()
+    for number, (group, points) in enumerate(series.items()):
+        xs = [categories.index(str(x)) if categorical else x for x, _ in points]
+        ys = [y for _, y in points]
+        label = group or None
+        if plot.kind == "scatter":
+            rho, n = correlations.get(group, (None, len(points)))
+            stats = f"ρ = {rho:.2f}, n = {n}" if rho is not None else f"ρ undefined, n = {n}"
+            label = f"{group} ({stats})" if group else stats
+            ax.scatter(xs, ys, s=24, alpha=0.75, label=label, color=f"C{number % 10}", zorder=3)
+        else:
+            ax.plot(xs, ys, marker="o", markersize=4, label=label, color=f"C{number % 10}")
+    if categorical:
+        ax.set_xticks(range(len(categories)))
+        ax.set_xticklabels(categories, fontsize=8, rotation=30 if len(categories) > 6 else 0)
+    ax.set_xlabel(plot.x, fontsize=9)
+    ylabel = plot.y if plot.kind == "scatter" else f"{plot.aggregate} {plot.y}"
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(textwrap.fill(plot.title or f"{plot.y} vs {plot.x}", 70), fontsize=9)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best", title=plot.group, title_fontsize=7)
     fig.tight_layout()
     return _save(fig, path)

@@ -93,7 +93,9 @@ class Result:
     error: str | None = None
     recovered: int | None = None
     mean_psnr: float | None = None  # PSNR of guessing the dataset-mean image: the floor a keyless attacker must beat
+    keyless_gain: float | None = None  # plaintext_psnr − mean_psnr (dB): what the keyless estimate adds over guessing
     insecure: bool | None = None
+    security_index: float | None = None  # he_leak.audit's index of the run's model and batch (0 leaky, -1 secure)
     restarts: int = 1
     config: dict[str, Any] = field(default_factory=dict)
 

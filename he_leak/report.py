@@ -324,11 +324,13 @@ def write_report(
     expectations: Sequence[Mapping[str, Any]] = (),
     figures: Sequence[Path | str] = (),
     runs_total: int | None = None,
+    captions: Mapping[str, str] | None = None,
 ) -> Path:
     """Write report.md (`out` is the file, or a folder to write report.md into); returns its path.
 
     `expectations`: evaluated expectation rows (ExpectationResult.as_row(): expect, value, runs, met, note).
-    `figures`: image paths relative to the report's folder, linked at the end."""
+    `figures`: image paths relative to the report's folder, linked at the end; `captions` (by the figure's posix
+    path) are printed under their figure."""
     out = Path(out)
     path = out if out.suffix == ".md" else out / "report.md"
     lines = [f"# {title}", ""]
@@ -349,7 +351,11 @@ def write_report(
         lines += [*expectations_table(expectations), ""]
     if figures:
         lines += ["## Figures", ""]
-        lines += [f"![{Path(f).stem}]({Path(f).as_posix()})" for f in figures]
+        for f in figures:
+            lines.append(f"![{Path(f).stem}]({Path(f).as_posix()})")
+            caption = (captions or {}).get(Path(f).as_posix())
+            if caption:
+                lines += ["", f"*{caption}*", ""]
         lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from he_leak import scenarios as _scenarios  # noqa: F401  (registers the scenar
 from he_leak.attacks.base import AttackOptions, Progress, make_attack
 from he_leak.config import RunConfig
 from he_leak.data import load_dataset
-from he_leak.errors import AttackFailed, ConfigError
+from he_leak.errors import AttackFailed, ConfigError, HeLeakError
 from he_leak.metrics import image_scores, label_accuracy, match, mse, psnr, symbol_exact
 from he_leak.models import ModelSpec, build_model
 from he_leak.records import Observation, Reconstruction, Result, Truth
@@ -50,13 +51,26 @@ def prepare(cfg: RunConfig) -> tuple[Scenario, Observation, Truth]:
     scenario = SCENARIOS[cfg.scenario](cfg)
     spec = ModelSpec(
         name=cfg.model, input_shape=scenario.input_shape(ds.shape), classes=cfg.classes, hidden=cfg.hidden,
-        width=cfg.width, activation=cfg.activation, seed=cfg.seed,
+        width=cfg.width, stride=cfg.stride, activation=cfg.activation, seed=cfg.seed,
     )  # fmt: skip
     model = build_model(spec)
     obs, truth = scenario.observe(model, torch.from_numpy(images), torch.from_numpy(labels))
     mean_image = ds.images.mean(axis=0, dtype=np.float64)
     truth.extras["mean_psnr"] = float(np.mean([psnr(mean_image, img) for img in images]))
+    truth.extras["security_index"] = security_index(spec, cfg.batch)
     return scenario, obs, truth
+
+
+@functools.lru_cache(maxsize=256)
+def security_index(spec: ModelSpec, batch: int) -> float | None:
+    """The audit's security index of this model and batch (cached per spec: a model build and a few small ranks);
+    None when the audit cannot analyse the model."""
+    from he_leak.audit import audit
+
+    try:
+        return float(audit(spec, batch=batch).security_index) + 0.0  # no -0.0
+    except (RuntimeError, ValueError, ArithmeticError, HeLeakError):
+        return None
 
 
 def run_one(cfg: RunConfig, *, progress: Progress | None = None) -> Outcome:
@@ -74,6 +88,7 @@ def run_one(cfg: RunConfig, *, progress: Progress | None = None) -> Outcome:
         scenario=cfg.scenario, encryptor=scenario.encryptor, model=cfg.model, attack=cfg.attack, data=cfg.data,
         index=cfg.index, seed=cfg.seed, batch=cfg.batch, device=device.type, restarts=cfg.restarts,
         insecure=scenario.insecure, mean_psnr=truth.extras["mean_psnr"], config=cfg.key(),
+        security_index=truth.extras.get("security_index"),
     )  # fmt: skip
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
@@ -118,6 +133,7 @@ def score(scenario: Scenario, obs: Observation, truth: Truth, rec: Reconstructio
         keyless = np.clip(est.keyless.detach().cpu().double().numpy(), 0, 1)
         s = image_scores(keyless, plain)
         fields.update(plaintext_mse=s["mse"], plaintext_psnr=s["psnr"], plaintext_ssim=s["ssim"])
+        fields["keyless_gain"] = s["psnr"] - truth.extras["mean_psnr"]
         panels["keyless"] = keyless
         if not obs.quantum:
             per_sample = list(s["psnrs"])

@@ -19,7 +19,8 @@ CASES = {
     "idlg": (dict(model="lenet", data="digits", index=5, iterations=100), 40.0),
     "ig": (dict(model="mlp", hidden=(32,), data="digits", index=1, iterations=400, restarts=2), 30.0),
     "analytic": (dict(model="mlp", hidden=(16,), data="faces", index=7), 60.0),
-    "layerwise": (dict(model="mlp", hidden=(64,), data="digits", index=2), 30.0),
+    # layerwise: measured 144.8 dB (float32 gradients; exact in float64) — 100 keeps a wide margin, still "exact"
+    "layerwise": (dict(model="mlp", hidden=(64,), data="digits", index=2), 100.0),
 }
 
 
@@ -35,7 +36,9 @@ def test_attack_recovers_known_input(name):
     rec = make_attack(name, AttackOptions(iterations=cfg.iterations, restarts=cfg.restarts)).reconstruct(obs)
     assert rec.inputs.shape == truth.inputs.shape
     order = match(rec.inputs.numpy(), truth.inputs.numpy())
-    scores = [psnr(r, t) for r, t in zip(rec.inputs[order].double().numpy(), truth.inputs.double().numpy())]
+    scores = [
+        psnr(r, t) for r, t in zip(rec.inputs[order].double().numpy(), truth.inputs.double().numpy(), strict=True)
+    ]
     assert min(scores) >= min_psnr, scores
     if rec.labels is not None:
         assert torch.equal(rec.labels[order].cpu(), truth.labels)

@@ -15,7 +15,7 @@ def test_builtin_dataset_loads_offline(name):
     ds = load_dataset(name)
     assert ds.shape == SHAPES[name]
     assert ds.images.dtype == np.float32
-    assert 0.0 <= ds.images.min() and ds.images.max() <= 1.0
+    assert ds.images.min() >= 0.0 and ds.images.max() <= 1.0
     assert ds.images.std() > 0.05  # real images, not a constant
     assert ds.labels.min() >= 0 and ds.labels.max() < 10
     x, y = ds.batch(len(ds) - 1, 2)  # wraps around

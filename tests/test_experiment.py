@@ -400,3 +400,119 @@ def test_encryptor_filter_prefers_the_resolved_value() -> None:
     none = Expectation(metric="success", filters={"encryptor": (None,)}, min=0)
     assert not none.selects(ckks_row) and none.selects(plain_row)
     assert Expectation(metric="success", filters={"encryptor": ("ckks",)}, min=0).selects(ckks_row)
+
+
+# --------------------------------------------------------------------------------------------------------- [[plot]]
+PLOTS = """
+[fixed]
+model = "mlp"
+
+[[grid]]
+attack = ["stub-half", "stub-other"]
+index = [0, 1, 2]
+hidden = [[4], [8]]
+
+[[plot]]
+x = "config.index"
+y = "plaintext_psnr"
+group = "attack"
+aggregate = "mean"
+title = "psnr by index"
+
+[[plot]]
+name = "scatter"
+kind = "scatter"
+x = "plaintext_ssim"
+y = "plaintext_psnr / index"
+attack = "stub-other"
+
+[[plot]]
+name = "by_hidden"
+x = "config.hidden"
+y = "symbol_exact"
+"""
+
+
+def test_plot_tables_are_validated_and_named(tmp_path: Path) -> None:
+    exp = load_experiment(write(tmp_path, PLOTS))
+    first, scatter, hidden = exp.plots
+    assert (first.name, first.x, first.y, first.group, first.kind, first.aggregate) == (
+        "plaintext_psnr_vs_config.index", "config.index", "plaintext_psnr", "attack", "line", "mean",
+    )  # fmt: skip
+    assert (
+        scatter.kind == "scatter"
+        and scatter.y == "plaintext_psnr / index"
+        and scatter.filters == {"attack": ("stub-other",)}
+    )
+    assert hidden.group is None and hidden.aggregate == "median"
+
+
+def test_plot_series_aggregate_ratio_and_one_element_lists(tmp_path: Path) -> None:
+    exp = load_experiment(write(tmp_path, PLOTS))
+    runner = CountingRunner()
+    rows = [runner(cfg).result.to_dict() for cfg in exp.runs]
+    first, scatter, hidden = exp.plots
+    # CountingRunner: psnr = 10 + 10·index (+5 for stub-other); each x has two runs (hidden 4 and 8)
+    assert first.series(rows) == {
+        "stub-half": [(0.0, 10.0), (1.0, 20.0), (2.0, 30.0)],
+        "stub-other": [(0.0, 15.0), (1.0, 25.0), (2.0, 35.0)],
+    }
+    points = scatter.series(rows)[""]  # filtered to stub-other; index 0 has no ratio (division by zero)
+    assert sorted(points) == sorted([(25 / 40, 25.0), (25 / 40, 25.0), (35 / 40, 17.5), (35 / 40, 17.5)])
+    ((rho, n),) = scatter.correlations({"": points}).values()
+    assert n == 4 and rho == pytest.approx(-1.0)
+    assert hidden.series(rows) == {"": [(4.0, 1.0), (8.0, 1.0)]}  # [4] → 4; median of 0.5, 0.5, 1, 1, 1, 1
+
+
+def test_plot_figures_written_and_listed(tmp_path: Path) -> None:
+    path = write(tmp_path, PLOTS)
+    out = tmp_path / "out"
+    run_experiment(path, out, runner=CountingRunner())
+    for name in ("plaintext_psnr_vs_config.index", "scatter", "by_hidden"):
+        png = out / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC
+    text = (out / "report.md").read_text()
+    assert "![scatter](figures/scatter.png)" in text
+    assert "Spearman ρ = -1 (n = 4)" in text  # the scatter's caption under its figure
+    assert "psnr by index: plaintext_psnr against config.index by attack" in text
+
+
+def test_plot_with_no_data_draws_nothing(tmp_path: Path) -> None:
+    text = PLOTS.split("[[plot]]")[0] + '[[plot]]\nname = "none"\nx = "config.index"\ny = "key_plaintext_psnr"\n'
+    out = tmp_path / "out"
+    run_experiment(write(tmp_path, text), out, runner=CountingRunner())
+    assert not (out / "figures" / "none.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("plot", "fragment"),
+    [
+        ('y = "plaintext_psnr"\n', "x is required"),
+        ('x = "config.index"\n', "y is required"),
+        ('x = "config.epochs"\ny = "plaintext_psnr"\n', "no RunConfig field 'epochs'"),
+        ('x = "config.index"\ny = "psnr"\n', "not a Result key"),
+        ('x = "config.index"\ny = "a / b / c"\n', "ratio of two"),
+        ('x = "config.index"\ny = "plaintext_psnr"\ngroup = "attack / index"\n', "use one field"),
+        ('x = "config.index"\ny = "plaintext_psnr"\nkind = "bar"\n', "kind 'bar'"),
+        ('x = "config.index"\ny = "plaintext_psnr"\naggregate = "max"\n', "aggregate 'max'"),
+        ('x = "config.index"\ny = "plaintext_psnr"\nkind = "scatter"\naggregate = "mean"\n', "line plots"),
+        ('x = "config.index"\ny = "plaintext_psnr"\ncolour = "red"\n', "unknown key(s) colour"),
+        ('x = "config.index"\ny = "plaintext_psnr"\nname = "a b"\n', "name 'a b'"),
+        ('x = "config.index"\ny = "plaintext_psnr"\ntitle = 3\n', "title must be a string"),
+        ('x = "config.index"\ny = "plaintext_psnr"\nattack = "stub-zzz"\n', "match none"),
+        ('x = 3\ny = "plaintext_psnr"\n', "x must be a field name"),
+    ],
+)
+def test_bad_plots_are_one_line_config_errors(tmp_path: Path, plot: str, fragment: str) -> None:
+    path = write(tmp_path, '[[grid]]\nattack = ["stub-half"]\n\n[[plot]]\n' + plot)
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert "\n" not in str(info.value) and fragment in str(info.value) and str(path) in str(info.value)
+
+
+def test_plot_names_must_differ(tmp_path: Path) -> None:
+    text = '[[grid]]\nattack = ["stub-half"]\n' + '[[plot]]\nx = "config.index"\ny = "plaintext_psnr"\n' * 2
+    with pytest.raises(ConfigError, match="already named"):
+        load_experiment(write(tmp_path, text))
+    with pytest.raises(ConfigError, match=r"\[\[plot\]\]"):
+        load_experiment(write(tmp_path, 'plot = 3\n[[grid]]\nattack = ["stub-half"]\n'))

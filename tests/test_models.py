@@ -39,7 +39,7 @@ def test_mlp_hidden_and_flat_input():
     "spec, match",
     [
         (ModelSpec(name="lenet", input_shape=(100,)), "needs image input"),
-        (ModelSpec(name="resnet"), "known: convnet, lenet, mlp"),
+        (ModelSpec(name="resnet"), "known: conv1, convnet, lenet, mlp"),
         (ModelSpec(name="mlp", activation="gelu"), "unknown activation"),
         (ModelSpec(name="mlp", classes=1), "at least 2 classes"),
     ],
@@ -47,3 +47,18 @@ def test_mlp_hidden_and_flat_input():
 def test_bad_specs(spec, match):
     with pytest.raises(ConfigError, match=match):
         build_model(spec)
+
+
+def test_conv1_width_and_stride():
+    """conv1: one 3×3 convolution with `width` kernels and `stride`, then a linear head (Qian's kernel condition)."""
+    from he_leak.runner import security_index
+
+    model = build_model(ModelSpec(name="conv1", input_shape=(3, 32, 32), width=5, stride=2))
+    conv, head = model[0], model[-1]
+    assert (conv.out_channels, conv.stride, conv.kernel_size) == (5, (2, 2), (3, 3))
+    assert head.in_features == 5 * 16 * 16
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="--stride 4"):
+        build_model(ModelSpec(name="conv1", stride=4))
+    assert security_index(ModelSpec(name="conv1", input_shape=(1, 8, 8), width=1), 1) < -0.3
+    assert security_index(ModelSpec(name="lenet"), 1) == 0.0
