@@ -78,12 +78,12 @@ def dlg_lbfgs(
     Σ_l ‖g_l − t_l‖² / ‖t_l‖², the per-layer relative mismatch summed). Raises AttackFailed on a non-finite loss.
     """
     device = torch.device(device)
-    net = copy.deepcopy(model).to(device=device, dtype=dtype)
-    params = [p for p in net.parameters() if p.requires_grad]
-    targets = [g.detach().to(device=device, dtype=dtype) for g in target_grads]
-    if len(targets) != len(params) or any(t.shape != p.shape for t, p in zip(targets, params, strict=True)):
+    params0 = [p for p in model.parameters() if p.requires_grad]
+    if len(target_grads) != len(params0) or any(
+        t.shape != p.shape for t, p in zip(target_grads, params0, strict=True)
+    ):
         raise AttackFailed("the target gradients do not match the model's parameters (count or shapes)")
-    norms = [float((t * t).sum()) for t in targets]
+    norms = [float((t.double() ** 2).sum()) for t in target_grads]
     norm = sum(norms)
     if not math.isfinite(norm) or norm <= 0:
         raise AttackFailed(f"the target gradient has squared norm {norm}: nothing to match")
@@ -98,51 +98,69 @@ def dlg_lbfgs(
     b = batch or 1
     gen = torch.Generator().manual_seed(seed)
     lo, hi = bounds
-    x = (lo + (hi - lo) * torch.rand((b, *input_shape), generator=gen, dtype=dtype)).to(device).requires_grad_(True)
-    if label is None:
-        y_logits = torch.zeros(b, classes, dtype=dtype, device=device, requires_grad=True)
-        variables = [x, y_logits]
-    else:
-        y_logits = F.one_hot(label, classes).to(dtype) * 1e4  # softmax of this is the exact one-hot
-        variables = [x]
-
-    opt = torch.optim.LBFGS(
-        variables,
-        lr=1,
-        max_iter=max_iter,
-        history_size=history_size,
-        line_search_fn="strong_wolfe",
-    )
-
-    def distance(create_graph: bool) -> torch.Tensor:
-        out = net(x)
-        loss = soft_cross_entropy(out, y_logits) if label is None else F.cross_entropy(out, label)
-        grads = torch.autograd.grad(loss, params, create_graph=create_graph)
-        return sum(w * ((g - t) ** 2).sum() for g, t, w in zip(grads, targets, weights, strict=True))
-
-    def objective() -> torch.Tensor:
-        opt.zero_grad()
-        diff = distance(True)
-        diff.backward()
-        return diff
-
-    loss = math.inf
-    used = 0
-    stalled = 0
-    for step in range(1, steps + 1):
-        before = loss
-        opt.step(objective)
-        loss = float(distance(False))  # at the new point (LBFGS.step returns the loss before the step)
-        used = step
-        if not math.isfinite(loss) or not bool(torch.isfinite(x).all()):
-            raise AttackFailed(f"gradient matching diverged at step {step}: normalised loss {loss}")
-        if progress is not None:
-            progress(step, steps, loss)
-        if monitor is not None and monitor(step, x.detach()):
-            break
-        if loss < tol * scale:
-            break
-        stalled = stalled + 1 if loss >= before * (1 - 1e-9) else 0
-        if stalled >= 3:  # L-BFGS returned three times without a decrease: more steps will not help
+    x = lo + (hi - lo) * torch.rand((b, *input_shape), generator=gen, dtype=torch.float64)
+    y_logits = torch.zeros(b, classes, dtype=torch.float64)
+    # Precision escalation: L-BFGS in `dtype` until it stalls, then (if that was float32) on in float64 from there.
+    phases = [dtype] if dtype == torch.float64 else [dtype, torch.float64]
+    loss, used = math.inf, 0
+    for phase, dt in enumerate(phases):
+        run = _Phase(model, target_grads, weights, label, classes, dt, device)
+        x, y_logits, loss, used, done = run.optimise(
+            x, y_logits, used=used, steps=steps, stop_below=tol * scale, scale=scale, max_iter=max_iter,
+            history_size=history_size, progress=progress, monitor=monitor,
+        )  # fmt: skip
+        if done or used >= steps or phase == len(phases) - 1:
             break
     return x.detach(), F.softmax(y_logits.detach(), -1), used, loss / scale
+
+
+class _Phase:
+    """One precision phase of `dlg_lbfgs`: the model, targets and dummies in one dtype, optimised by L-BFGS."""
+
+    def __init__(self, model, target_grads, weights, label, classes, dtype, device) -> None:
+        self.net = copy.deepcopy(model).to(device=device, dtype=dtype)
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.targets = [g.detach().to(device=device, dtype=dtype) for g in target_grads]
+        self.weights, self.label, self.classes, self.dtype, self.device = weights, label, classes, dtype, device
+
+    def distance(self, x: torch.Tensor, y_logits: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
+        out = self.net(x)
+        loss = soft_cross_entropy(out, y_logits) if self.label is None else F.cross_entropy(out, self.label)
+        grads = torch.autograd.grad(loss, self.params, create_graph=create_graph)
+        return sum(w * ((g - t) ** 2).sum() for g, t, w in zip(grads, self.targets, self.weights, strict=True))
+
+    def optimise(self, x, y_logits, *, used, steps, stop_below, scale, max_iter, history_size, progress, monitor):
+        """Run until the tolerance, the step budget, a monitor stop (done=True) or a stall (done=False)."""
+        x = x.detach().to(device=self.device, dtype=self.dtype).requires_grad_(True)
+        if self.label is None:
+            y_logits = y_logits.detach().to(device=self.device, dtype=self.dtype).requires_grad_(True)
+            variables = [x, y_logits]
+        else:
+            y_logits = F.one_hot(self.label, self.classes).to(self.dtype) * 1e4  # softmax: the exact one-hot
+            variables = [x]
+        opt = torch.optim.LBFGS(
+            variables, lr=1, max_iter=max_iter, history_size=history_size, line_search_fn="strong_wolfe"
+        )
+
+        def objective() -> torch.Tensor:
+            opt.zero_grad()
+            diff = self.distance(x, y_logits, create_graph=True)
+            diff.backward()
+            return diff
+
+        loss, stalled = math.inf, 0
+        while used < steps:
+            before = loss
+            opt.step(objective)
+            loss = float(self.distance(x, y_logits, create_graph=False))  # at the new point
+            used += 1
+            if not math.isfinite(loss) or not bool(torch.isfinite(x).all()):
+                raise AttackFailed(f"gradient matching diverged at step {used}: normalised loss {loss / scale}")
+            if progress is not None:
+                progress(used, steps, loss / scale)
+            if (monitor is not None and monitor(used, x.detach())) or loss < stop_below:
+                return x, y_logits, loss, used, True
+            stalled = stalled + 1 if loss >= before * (1 - 1e-9) else 0
+            if stalled >= 3:  # three steps without a decrease: this precision is exhausted
+                break
+        return x, y_logits, loss, used, False
