@@ -50,6 +50,7 @@ class MethodSummary:
     runs: int
     successes: int
     diverged: int
+    stuck: int  # failed without NaN: the loop saturated (vanishing gradient) or stalled below 40 dB
     success_rate: float
     median_time_to_success: float | None  # over the successful runs
     median_seconds: float
@@ -155,6 +156,7 @@ def _summary(method: str, runs: list[BenchRun]) -> MethodSummary:
         runs=len(runs),
         successes=sum(r.success for r in runs),
         diverged=sum(r.diverged for r in runs),
+        stuck=sum(not r.success and not r.diverged for r in runs),
         success_rate=sum(r.success for r in runs) / max(len(runs), 1),
         median_time_to_success=statistics.median(r.time_to_success for r in ok) if ok else None,
         median_seconds=statistics.median(r.seconds for r in runs) if runs else math.nan,
@@ -223,12 +225,12 @@ def print_report(report: BenchReport, console) -> None:
                      _fmt(r.time_to_success), _fmt(r.seconds))  # fmt: skip
     console.print(runs)
     summary = Table(title=f"success = PSNR ≥ {SUCCESS_PSNR:g} dB")
-    for col in ("method", "success", "diverged", "median time to success s", "median total s"):
+    for col in ("method", "success", "diverged (NaN)", "stuck", "median time to success s", "median total s"):
         summary.add_column(col, justify="right")
     for s in (report.plain, report.improved):
-        summary.add_row(s.method, f"{s.successes}/{s.runs} ({s.success_rate:.0%})", str(s.diverged),
+        summary.add_row(s.method, f"{s.successes}/{s.runs} ({s.success_rate:.0%})", str(s.diverged), str(s.stuck),
                         _fmt(s.median_time_to_success), _fmt(s.median_seconds))  # fmt: skip
-    summary.add_row("improved / plain", "", "", _fmt(report.ratio_time_to_success, ".3f"),
+    summary.add_row("improved / plain", "", "", "", _fmt(report.ratio_time_to_success, ".3f"),
                     _fmt(report.ratio_seconds, ".3f"))  # fmt: skip
     console.print(summary)
 
