@@ -109,7 +109,7 @@ def audit(spec: ModelSpec, *, batch: int) -> Audit:
             kernel_rank = int(torch.linalg.matrix_rank(w.flatten(1)))
             constraints = w.numel() + batch * n_out
             fwd = batch * min(n_out, kernel_rank * positions, n_in)
-            # Each kernel pair (o, o') ties the blocks: <W_o', dW_o> = <delta_o, z_o' - b_o'>, so O^2 rows are redundant.
+            # Kernel pairs (o, o') tie the blocks: <W_o', dW_o> = <delta_o, z_o' - b_o'>: O^2 rows are redundant.
             redundant = m.out_channels**2
             rank = min(batch * n_in, min(w.numel(), batch * n_in) + fwd - redundant)
             c, d, d2 = ins[0], ins[1], outs[1]
