@@ -20,7 +20,8 @@ from he_leak.errors import CiphertextError, ConfigError
 from he_leak.records import Observation, Reconstruction, Truth
 from he_leak.scenarios.base import SCENARIOS, Estimates, Scenario, shared_gradient
 
-DECODER_SAMPLES = 200  # chosen plaintexts the attacker encrypts to fit its keyless decoder
+DECODER_SAMPLES = 200  # chosen dataset images the attacker encrypts to fit its keyless decoder ...
+DECODER_EXTRA = 64  # ... topped up to n + 64 (mixtures of two of them plus zero-mean noise: same mean, full rank)
 DECRYPT_RANGE = 2.0  # a decryption outside [-2, 3] is garbage, not an image in [0,1]
 
 
@@ -92,6 +93,12 @@ class CkksInput(Scenario):
         pool = np.array([i for i in range(len(ds)) if i not in exclude])
         chosen = rng.choice(pool, size=min(DECODER_SAMPLES, len(pool)), replace=False)
         plains = ds.images[chosen].reshape(len(chosen), -1).astype(np.float64)
+        n = plains.shape[1]
+        extra = max(0, n + DECODER_EXTRA - len(plains))
+        a, b = plains[rng.integers(len(plains), size=(2, extra))]
+        mix = rng.random((extra, 1))
+        noise = rng.uniform(-0.1, 0.1, (extra, n))
+        plains = np.concatenate([plains, np.clip(mix * a + (1 - mix) * b + noise, 0.0, 1.0)])
         pub = self.enc.public()
         maker = pub if pub.has_public_key else self.enc  # no public key: the client encrypts chosen plaintexts
         views = np.stack([maker.view(maker.encrypt(p)) for p in plains]).astype(np.float64)
