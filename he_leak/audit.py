@@ -10,9 +10,9 @@ Per weight layer (Linear/Conv, forward order) the layer's input — B samples �
 ``rank`` is the rank of the stacked system for generic per-sample δ's: the gradient block of a Linear layer with h
 outputs and d inputs has rank min(h, B)·d (exact), its forward block B·rank(W) (rank(W) computed on the seeded
 model's weights); for convolutions the gradient block is bounded by min(#weights, B·#inputs) and the forward block
-uses rank(W) of the unfolded kernel matrix times the number of positions, capped by the output size, less O² rows
-that are always redundant (for kernels o, o': <W_o', ∂W_o> = <δ_o, z_o' − b_o'>, measured by the layerwise attack's
-SVD).  The stacked rank is min(unknowns, gradient rank + forward rank) — an upper bound.
+uses rank(W) of the unfolded kernel matrix times the number of positions, capped by the output size; of all the
+equations, O² are always redundant (for kernels o, o': <W_o', ∂W_o> = <δ_o, z_o' − b_o'>, seen in the layerwise
+attack's SVD).  The stacked rank is min(unknowns, gradient rank + forward rank, equations − O²): an upper bound.
 
 Security index (this project's definition, in the spirit of Chen & Campbell, whose exact formula we could not
 retrieve): with layers l = 1..L from the input and deficiency ratio r_l = (unknowns_l - rank_l) / unknowns_l,
@@ -111,7 +111,7 @@ def audit(spec: ModelSpec, *, batch: int) -> Audit:
             fwd = batch * min(n_out, kernel_rank * positions, n_in)
             # Kernel pairs (o, o') tie the blocks: <W_o', dW_o> = <delta_o, z_o' - b_o'>: O^2 rows are redundant.
             redundant = m.out_channels**2
-            rank = min(batch * n_in, min(w.numel(), batch * n_in) + fwd - redundant)
+            rank = min(batch * n_in, min(w.numel(), batch * n_in) + fwd, constraints - redundant)
             c, d, d2 = ins[0], ins[1], outs[1]
             qian = m.out_channels >= (d / d2) ** 2 * c
             kind = f"conv {m.in_channels}->{m.out_channels} k{m.kernel_size[0]} s{m.stride[0]}"

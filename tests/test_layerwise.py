@@ -95,14 +95,14 @@ def test_float32_gradients_through_the_runner(name, spec):
 
 def test_rank_deficient_layer_is_recorded_not_hidden():
     """conv1 with 2 kernels of stride 2 on 8×8: 18 gradient + 32 forward equations for 64 pixels (Qian: needs 4
-    kernels).  The rank is 46, not the 50 the audit bounds it by: for every pair of kernels (o, o') the gradient rows
+    kernels).  The rank is 46, not 50: for every pair of kernels (o, o') the gradient rows
     of o weighted by W_o' and the forward rows of o' weighted by δ_o give the same number, ⟨W_o', ∂W_o⟩ =
     ⟨δ_o, z_o' - b_o'⟩ — O² = 4 dependencies (a clean gap: the singular values drop from 1e-1.2 to 1e-15.7)."""
     obs, x = observe64("conv1", width=2, stride=2)
     rec = attack(obs)
     conv = rec.info["layers"][-1]
     bound = audit(ModelSpec(name="conv1", input_shape=(1, 8, 8), width=2, stride=2), batch=1).layers[0].rank
-    assert bound == 50 and conv["rank"] == bound - 2**2
+    assert conv["rank"] == 50 - 2**2 == bound  # the audit counts the O² dependencies too
     assert conv["deficiency"] == 18 and rec.info["rank_deficient"] == [conv["name"]]
     assert rec.recovered == 0
     assert psnr(rec.inputs, x) < 40  # the minimum-norm solution is a guess, not the input
