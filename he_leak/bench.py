@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from he_leak import metrics
 from he_leak.attacks.lbfgs_match import dlg_lbfgs
 from he_leak.data import load_dataset
 from he_leak.errors import AttackFailed
@@ -75,11 +76,8 @@ class BenchReport:
 
 
 def psnr(x: torch.Tensor, truth: torch.Tensor) -> float:
-    """PSNR in dB over data range 1, after clamping x to [0, 1]."""
-    mse = float(((x.detach().to(truth.dtype).clamp(0, 1) - truth) ** 2).mean())
-    if not math.isfinite(mse):
-        return math.nan
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+    """PSNR in dB (data range 1) of x clamped to [0, 1]; NaN when x holds NaN."""
+    return metrics.psnr(x.detach().double().clamp(0, 1).cpu().numpy(), truth.double().cpu().numpy())
 
 
 def _problem(data: str, classes: int, index: int, seed: int, device: torch.device):

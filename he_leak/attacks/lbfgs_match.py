@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from he_leak.attacks.functional import soft_cross_entropy
 from he_leak.errors import AttackFailed
 
 Progress = Callable[[int, int, float], None]  # (step, total, loss) -> None
@@ -37,20 +38,6 @@ HISTORY = 100
 # ciphertext stalls at 16% exact bytes; 0.5: 1602 evals but only 3/6 ciphertexts exact; 0.75: 2053 evals and 6/6;
 # 1 (full per-layer normalisation): ~3180 evals and 6/6.
 LAYER_BALANCE = 0.75
-
-
-def label_from_bias(target_grads: Sequence[torch.Tensor], classes: int) -> torch.Tensor:
-    """iDLG (Zhao et al. 2020): for one sample, the true class is the only negative entry of the last layer's bias
-    gradient (softmax − one-hot), so it is the argmin. Returns a 1-element label tensor."""
-    for g in reversed(target_grads):
-        if g.dim() == 1 and g.numel() == classes:
-            return g.detach().argmin().reshape(1).cpu()
-    raise AttackFailed(f"no bias gradient of length {classes} to read the label from; pass the label explicitly")
-
-
-def soft_cross_entropy(logits: torch.Tensor, label_logits: torch.Tensor) -> torch.Tensor:
-    """DLG's loss: mean over the batch of Σ −softmax(label_logits)·log_softmax(logits)."""
-    return torch.mean(torch.sum(-F.softmax(label_logits, -1) * F.log_softmax(logits, -1), -1))
 
 
 def dlg_lbfgs(
@@ -130,7 +117,8 @@ class _Phase:
 
     def distance(self, x: torch.Tensor, y_logits: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
         out = self.net(x)
-        loss = soft_cross_entropy(out, y_logits) if self.label is None else F.cross_entropy(out, self.label)
+        target = F.softmax(y_logits, -1) if self.label is None else self.label
+        loss = soft_cross_entropy(out, target)
         grads = torch.autograd.grad(loss, self.params, create_graph=create_graph)
         return sum(w * ((g - t) ** 2).sum() for g, t, w in zip(grads, self.targets, self.weights, strict=True))
 
