@@ -54,7 +54,14 @@ class GradientModel:
 def batched_value_and_grad(
     objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], xs: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Objective values (K,) and their gradients wrt xs (K×B×…) for K restarts sharing labels y, in one pass."""
+    """Objective values (K,) and their gradients wrt xs (K×B×…) for K restarts sharing labels y, in one pass.
+
+    K = 1 skips vmap (plain autograd around the inner torch.func.grad is ~2× faster per step on CPU)."""
+    if xs.shape[0] == 1:
+        x = xs[0].detach().requires_grad_(True)
+        value = objective(x, y)
+        (g,) = torch.autograd.grad(value, x)
+        return value.detach().reshape(1), g.unsqueeze(0)
     g, v = vmap(grad_and_value(objective), in_dims=(0, None))(xs, y)
     return v, g
 
