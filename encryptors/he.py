@@ -155,10 +155,14 @@ class SealEncryptor(Encryptor):
 
     def public(self) -> SealEncryptor:
         handle = copy.copy(self)
-        handle._ctx = ts.context_from(
+        handle._ctx = self._context_from(
             self._ctx.serialize(save_secret_key=False, save_galois_keys=False, save_relin_keys=False)
         )
         return handle
+
+    def _context_from(self, blob: bytes) -> Any:
+        """Rebuild a context from `serialize` bytes (TenSEAL's; overridden by the SEAL-only insecure backend)."""
+        return ts.context_from(blob)
 
     @property
     def is_public(self) -> bool:
@@ -174,8 +178,9 @@ class SealEncryptor(Encryptor):
 
     def __setstate__(self, state: dict[str, object]) -> None:
         state = dict(state)
-        self._ctx = ts.context_from(state.pop("_ctx_bytes"))
+        blob = state.pop("_ctx_bytes")
         self.__dict__.update(state)
+        self._ctx = self._context_from(blob)
 
     def describe(self) -> dict[str, object]:
         return {

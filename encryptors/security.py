@@ -26,5 +26,5 @@ def check_security(*, poly_modulus_degree: int, bit_sizes: Sequence[int], insecu
         raise ParameterError(
             f"coefficient modulus of {total} bits exceeds the 128-bit security limit of {limit} bits for "
             f"poly_modulus_degree {poly_modulus_degree}; shrink coeff_mod_bit_sizes, raise poly_modulus_degree, "
-            "or set insecure = true to allow insecure parameters"
+            "or set insecure = true (--insecure) to allow insecure parameters"
         )

@@ -61,3 +61,16 @@ def test_weak_encryption_leaks_and_ckks_does_not():
 
 def test_every_scenario_is_tested():
     assert set(SCENARIOS) == {"plain", "ckks-input"}
+
+
+def test_insecure_parameters_are_refused_then_recorded():
+    """120 bits at N=4096 is below 128-bit security: refused, unless insecure = true, which the Result records."""
+    from he_leak.errors import ParameterError
+
+    weak = dict(scenario="ckks-input", encryptor="ckks", attack="analytic", model="mlp", hidden=(8,),
+                encryptor_params={"coeff_mod_bit_sizes": [50, 40, 30]})  # fmt: skip
+    with pytest.raises(ParameterError, match="insecure = true"):
+        run_one(RunConfig(**weak))
+    result = run_one(RunConfig(**weak, insecure=True)).result
+    assert result.insecure is True and result.symbol_exact == 1.0 and result.decrypts
+    assert run_one(RunConfig(**{**weak, "encryptor_params": {}})).result.insecure is False
