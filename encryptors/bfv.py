@@ -9,8 +9,10 @@ import numpy as np
 import tenseal as ts
 from tenseal import sealapi
 
+from encryptors import sealapi_backend
 from encryptors.base import ENCRYPTORS
 from encryptors.he import SealEncryptor
+from encryptors.security import SECURE_MAX_BITS
 from he_leak.errors import ParameterError
 
 LEVELS = 255  # plaintext quantisation: x -> round(255 x)
@@ -57,6 +59,8 @@ class BfvEncryptor(SealEncryptor):
         if t <= LEVELS:
             raise ParameterError(f"bfv plain_modulus {t} must exceed {LEVELS} to hold pixel values")
         self.plain_modulus = int(t)
+        # Beyond the 128-bit table TenSEAL refuses to build a context: `insecure = true` then runs on SEAL directly.
+        self.weak = bool(insecure) and sum(bits) > SECURE_MAX_BITS.get(poly_modulus_degree, -1)
         super().__init__(
             n=n,
             seed=seed,
@@ -70,7 +74,10 @@ class BfvEncryptor(SealEncryptor):
     def slots(self) -> int:
         return self.poly_modulus_degree
 
-    def _make_context(self) -> ts.Context:
+    def _make_context(self) -> ts.Context | sealapi_backend.SealapiContext:
+        if self.weak:
+            bits, t = self.coeff_mod_bit_sizes, self.plain_modulus
+            return sealapi_backend.SealapiContext(self.poly_modulus_degree, bits, t)
         return ts.context(
             self.scheme,
             self.poly_modulus_degree,
@@ -86,13 +93,25 @@ class BfvEncryptor(SealEncryptor):
         return params
 
     def _encrypt_chunk(self, chunk: np.ndarray) -> Any:
-        return ts.bfv_vector(self._ctx, np.rint(chunk * LEVELS).astype(np.int64).tolist())
+        levels = np.rint(chunk * LEVELS).astype(np.int64)
+        if self.weak:
+            return sealapi_backend.encrypt(self._ctx, levels, None)
+        return ts.bfv_vector(self._ctx, levels.tolist())
 
     def _decrypt_chunk(self, vec: Any, secret_key: Any) -> np.ndarray:
+        if self.weak:
+            return sealapi_backend.decrypt(self._ctx, vec, secret_key) / LEVELS
         return np.asarray(vec.decrypt(secret_key), dtype=np.float64) / LEVELS
 
     def _load_vector(self, blob: bytes) -> Any:
+        if self.weak:
+            return sealapi_backend.load_vector(self._ctx, blob)
         return ts.bfv_vector_from(self._ctx, blob)
 
+    def _context_from(self, blob: bytes) -> Any:
+        if self.weak:
+            return sealapi_backend.SealapiContext.from_bytes(blob)
+        return ts.context_from(blob)
+
     def _extra_params(self) -> dict[str, object]:
-        return {"plain_modulus": self.plain_modulus}
+        return {"plain_modulus": self.plain_modulus, "backend": "seal (no security level)" if self.weak else "tenseal"}

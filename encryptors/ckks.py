@@ -9,7 +9,7 @@ import numpy as np
 import tenseal as ts
 from tenseal import sealapi
 
-from encryptors import sealapi_ckks
+from encryptors import sealapi_backend
 from encryptors.base import ENCRYPTORS
 from encryptors.he import SealEncryptor
 from encryptors.security import SECURE_MAX_BITS
@@ -56,9 +56,9 @@ class CkksEncryptor(SealEncryptor):
     def slots(self) -> int:
         return self.poly_modulus_degree // 2
 
-    def _make_context(self) -> ts.Context | sealapi_ckks.SealapiContext:
+    def _make_context(self) -> ts.Context | sealapi_backend.SealapiContext:
         if self.weak:
-            return sealapi_ckks.SealapiContext(self.poly_modulus_degree, self.coeff_mod_bit_sizes)
+            return sealapi_backend.SealapiContext(self.poly_modulus_degree, self.coeff_mod_bit_sizes)
         ctx = ts.context(self.scheme, self.poly_modulus_degree, coeff_mod_bit_sizes=self.coeff_mod_bit_sizes)
         ctx.global_scale = self.scale
         return ctx
@@ -71,22 +71,22 @@ class CkksEncryptor(SealEncryptor):
 
     def _encrypt_chunk(self, chunk: np.ndarray) -> Any:
         if self.weak:
-            return sealapi_ckks.encrypt(self._ctx, chunk, self.scale)
+            return sealapi_backend.encrypt(self._ctx, chunk, self.scale)
         return ts.ckks_vector(self._ctx, chunk.tolist(), self.scale)
 
     def _decrypt_chunk(self, vec: Any, secret_key: Any) -> np.ndarray:
         if self.weak:
-            return sealapi_ckks.decrypt(self._ctx, vec, secret_key)
+            return sealapi_backend.decrypt(self._ctx, vec, secret_key)
         return np.asarray(vec.decrypt(secret_key), dtype=np.float64)
 
     def _load_vector(self, blob: bytes) -> Any:
         if self.weak:
-            return sealapi_ckks.load_vector(self._ctx, blob)
+            return sealapi_backend.load_vector(self._ctx, blob)
         return ts.ckks_vector_from(self._ctx, blob)
 
     def _context_from(self, blob: bytes) -> Any:
         if self.weak:
-            return sealapi_ckks.SealapiContext.from_bytes(blob)
+            return sealapi_backend.SealapiContext.from_bytes(blob)
         return ts.context_from(blob)
 
     def _extra_params(self) -> dict[str, object]:

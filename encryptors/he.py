@@ -18,7 +18,7 @@ from tenseal import sealapi
 
 from encryptors import seal_format, tenseal_proto
 from encryptors.base import Encryptor, MissingKeyError
-from encryptors.security import SECURE_MAX_BITS, check_security
+from encryptors.security import check_security
 from encryptors.views import VIEWS, ResidueView
 from he_leak.errors import CiphertextError, ConfigError, ParameterError
 
@@ -53,10 +53,7 @@ class SealEncryptor(Encryptor):
             self._ctx = self._make_context()
             probe = self._encrypt_chunk(np.zeros(min(n, self.slots)))
         except (ValueError, RuntimeError) as err:  # SEAL/TenSEAL refusing the parameters
-            hint = ""
-            if self.insecure and sum(self.coeff_mod_bit_sizes) > SECURE_MAX_BITS.get(self.poly_modulus_degree, 0):
-                hint = " (TenSEAL always enforces SEAL's 128-bit table, so insecure = true cannot lower it)"
-            raise ParameterError(f"{self.name} parameters rejected by SEAL: {err}{hint}; {self._param_text()}") from err
+            raise ParameterError(f"{self.name} parameters rejected by SEAL: {err}; {self._param_text()}") from err
         self._layout(probe)
         self.view_quantum = 1.0 / 255.0 if self.view_kind == "bytes" else None
 

@@ -131,25 +131,22 @@ def test_security_table_refuses_weak_parameters(name: str) -> None:
     assert SECURE_MAX_BITS[4096] == 109
 
 
-def test_bfv_insecure_is_refused_by_tenseal_with_the_reason() -> None:
-    # insecure = true passes our check, but TenSEAL hard-codes SEAL's 128-bit table (no SEAL-only BFV path yet)
-    with pytest.raises(ParameterError, match="cannot lower it"):
-        make_encryptor("bfv", n=4, seed=0, poly_modulus_degree=4096, coeff_mod_bit_sizes=[40, 40, 40], insecure=True)
-
-
-def test_ckks_insecure_runs_on_seal_directly() -> None:
-    """120 bits at N=4096 (above the 109-bit limit): encrypt, view, unview, decrypt and a keyless public handle."""
+@pytest.mark.parametrize("name", ["ckks", "bfv"])
+def test_insecure_parameters_run_on_seal_directly(name: str) -> None:
+    """120 bits at N=4096 (above the 109-bit limit; TenSEAL refuses it): with insecure = true the scheme runs on SEAL
+    at security level NONE — encrypt, view, unview, decrypt and a keyless public handle all work."""
     x = np.random.default_rng(3).random(N_VALUES)
-    enc = make_encryptor("ckks", n=N_VALUES, seed=0, coeff_mod_bit_sizes=[50, 40, 30], insecure=True)
+    enc = make_encryptor(name, n=N_VALUES, seed=0, coeff_mod_bit_sizes=[50, 40, 30], insecure=True)
     assert enc.describe()["insecure"] is True and enc.describe()["backend"].startswith("seal")
     hidden = enc.encrypt(x)
-    np.testing.assert_allclose(enc.decrypt(hidden), x, atol=ATOL["ckks"])
+    np.testing.assert_allclose(enc.decrypt(hidden), x, atol=ATOL[name])
     view = enc.view(hidden)
-    assert view.dtype == np.float32 and view.size == enc.view_size == 2 * 4096 * (7 + 5)
-    np.testing.assert_allclose(enc.decrypt(enc.unview(view)), x, atol=ATOL["ckks"])
+    chunks = enc.describe()["ciphertexts"]
+    assert view.dtype == np.float32 and view.size == enc.view_size == chunks * 2 * 4096 * (7 + 5)
+    np.testing.assert_allclose(enc.decrypt(enc.unview(view)), x, atol=ATOL[name])
     public = pickle.loads(pickle.dumps(enc.public()))
     assert not public._ctx.has_secret_key()
-    np.testing.assert_allclose(enc.decrypt(public.encrypt(x)), x, atol=ATOL["ckks"])  # encrypted under the public key
+    np.testing.assert_allclose(enc.decrypt(public.encrypt(x)), x, atol=ATOL[name])  # under the public key
     with pytest.raises(MissingKeyError):
         public.decrypt(hidden)
 
