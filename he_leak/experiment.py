@@ -69,9 +69,9 @@ from typing import Any
 import numpy as np
 
 from he_leak.config import RunConfig
-from he_leak.errors import AttackFailed, ConfigError, HeLeakError
+from he_leak.errors import ConfigError, HeLeakError
 from he_leak.records import RESULT_KEYS, Result
-from he_leak.runner import Outcome, run_one
+from he_leak.runner import RUN_FAILURES, Outcome, run_one
 
 Runner = Callable[..., Outcome]  # runner(cfg, progress=callback) -> Outcome
 
@@ -802,15 +802,10 @@ def _run_and_record(cfg: RunConfig, runner: Runner, out: Path, progress: Any, te
         outcome = runner(cfg, progress=progress)
         result, panels = outcome.result, outcome.panels or {}
         row = result.to_dict() if isinstance(result, Result) else dict(result)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except HeLeakError as e:
-        if isinstance(e, AttackFailed):
-            row = _failed_row(cfg, e, time.perf_counter() - start)
-        else:
-            raise _renamed(e, f"run {text}: {_one_line(e)}") from e
-    except Exception as e:  # noqa: BLE001  a broken attack is a failed row, never a lost experiment
+    except RUN_FAILURES as e:  # run_one records these itself; a custom runner may raise them
         row = _failed_row(cfg, e, time.perf_counter() - start)
+    except HeLeakError as e:
+        raise _renamed(e, f"run {text}: {_one_line(e)}") from e
     row["config"] = key
     row = _clean(row)
     if panels:
@@ -830,12 +825,9 @@ def _failed_row(cfg: RunConfig, error: BaseException, seconds: float) -> dict[st
 
 def _resolved_encryptor(cfg: RunConfig) -> str | None:
     """The encryptor the scenario would use (its default when the config leaves it None), as run_one records it."""
-    try:
-        from he_leak.scenarios import SCENARIOS
+    from he_leak.scenarios import SCENARIOS
 
-        return SCENARIOS[cfg.scenario](cfg).encryptor
-    except Exception:  # noqa: BLE001  only a label for a row that failed anyway
-        return cfg.encryptor
+    return SCENARIOS[cfg.scenario](cfg).encryptor
 
 
 def _renamed(error: HeLeakError, message: str) -> HeLeakError:

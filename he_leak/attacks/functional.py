@@ -45,11 +45,6 @@ class GradientModel:
         norm = torch.sqrt(sum((a * a).sum() for a in g))
         return 1 - dot / (norm * self.target_sq**0.5 + 1e-30)
 
-    def squared(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Squared gradient distance, normalised by the target's squared norm (scale-free)."""
-        g = self.grads(x, y)
-        return sum(((a - b) ** 2).sum() for a, b in zip(g, self.target, strict=True)) / self.target_sq
-
 
 def batched_value_and_grad(
     objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], xs: torch.Tensor, y: torch.Tensor
