@@ -2,7 +2,8 @@
 
 `dlg` optimises dummy data and soft dummy labels jointly; `idlg` first reads the labels from the last layer's
 gradient (batches too) and then matches the data only. Both run `dlg_lbfgs` (line search, scale-free objective,
-inputs started inside the box, float64, stopping rule); restarts run one after another until one converges."""
+inputs started inside the box, float32 escalated to float64, stopping rule); restarts run one after another until
+one converges."""
 
 from __future__ import annotations
 
