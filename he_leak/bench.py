@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from he_leak import metrics
 from he_leak.attacks.lbfgs_match import dlg_lbfgs
 from he_leak.data import load_dataset
-from he_leak.errors import AttackFailed
+from he_leak.errors import AttackFailed, ConfigError
 from he_leak.models import ModelSpec, build_model
 
 SUCCESS_PSNR = 40.0
@@ -178,7 +178,11 @@ def bench_dlg(
     console=None,
 ) -> BenchReport:
     """Run the plain DLG loop and the improved recipe on `pairs` (image, seed) pairs; print rich tables."""
+    if pairs < 1 or steps < 1:
+        raise ConfigError(f"--pairs {pairs} --steps {steps}: both must be at least 1")
     if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads {threads}: give at least 1 (or leave it out for torch's default)")
         torch.set_num_threads(threads)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device.replace("auto", "cpu"))
     ds = load_dataset(data)

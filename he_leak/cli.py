@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--pairs", type=int, default=10, help="(image, seed) pairs")
     b.add_argument("--steps", type=int, default=300, help="L-BFGS steps")
     b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, all cores)")
     b.add_argument("--json", action="store_true")
 
     sub.add_parser("list", help="list the registered scenarios, encryptors, attacks, models and datasets")
@@ -170,6 +171,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from he_leak.bench import main as bench_main
 
     argv = ["--pairs", str(args.pairs), "--steps", str(args.steps), "--device", args.device]
+    argv += ["--threads", str(args.threads)] if args.threads is not None else []
     return bench_main(argv + (["--json"] if args.json else []))
 
 

@@ -49,6 +49,8 @@ def test_attack_table_without_json(capsys):
         (["attack", "--scenario", "ckks-input", "--he", "poly_modulus_degree=4096",
           "--he", "coeff_mod_bit_sizes=[60,60,60]"], "128-bit"),  # fmt: skip
         (["run", "/no/such.toml", "--out", "/tmp/x"], ".toml"),
+        (["bench", "--threads", "0"], "--threads 0"),
+        (["bench", "--pairs", "0"], "at least 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):

@@ -1,17 +1,17 @@
 """L-BFGS whose long memory costs two passes over the stored pairs per iteration, with scipy's strong-Wolfe search.
 
 Why not `torch.optim.LBFGS`: it runs the two-loop recursion as ~4·m small tensor operations per iteration. DLG on
-LeNet wants m = 300 pairs (fewer evaluations to 40 dB than m = 100), and there that Python-level bookkeeping costs
-~5 ms an iteration against ~3 ms for the objective itself (`he-leak bench`, one CPU thread). Here the recursion is
-the same algebra written as two triangular solves on the m×m inner products sᵢᵀyⱼ and yᵢᵀyⱼ, which are kept up to
-date with one matrix product per iteration; the direction is one more. Nocedal & Wright, Numerical Optimization,
-§7.2 (two-loop recursion) and §3.5 (line search); the step length comes from `scipy.optimize.line_search`.
+LeNet wants m = 300 pairs (fewer evaluations to 40 dB than m = 100), and there that Python-level bookkeeping cost
+~5 ms an iteration against ~2–3 ms for the objective itself (one CPU thread). Here the recursion is the same algebra
+written as two triangular solves on the m×m inner products sᵢᵀyⱼ and yᵢᵀyⱼ, kept up to date with one pass over the
+pairs per iteration; the direction is the second pass. Nocedal & Wright, Numerical Optimization, §7.2 (two-loop
+recursion) and §3.5 (line search); the step length comes from `scipy.optimize.line_search`.
 
-With pairs (sᵢ, yᵢ), i oldest to newest, A = [sᵢᵀyⱼ] and the two loops' coefficients α, δ = α − β:
-    triu(A) α = S g                        (first loop, newest to oldest)
-    tril(Aᵀ) δ = diag(A)·α − γ·(Y g − (YYᵀ) α)   (second loop, oldest to newest)
-    H g = γ·(g − Yᵀα) + Sᵀδ,  γ = sᵀy / yᵀy of the newest pair.
-"""
+With pairs (sᵢ, yᵢ), i oldest to newest, A = [sᵢᵀyⱼ] and the two loops' coefficients α and δ = α − β:
+    triu(A)·α = S·g                                       (first loop, newest to oldest)
+    δᵀ·triu(A) = (diag(A)·α − γ·(Y·g − YYᵀ·α))ᵀ           (second loop, oldest to newest)
+    H·g = γ·(g − Yᵀα) + Sᵀδ,  γ = sᵀy / yᵀy of the newest pair.
+`tests/test_lbfgs.py` checks this against the textbook loop."""
 
 from __future__ import annotations
 
