@@ -107,3 +107,16 @@ def test_minimizer_stops_when_no_step_decreases() -> None:
     opt = Minimizer(wrong, torch.ones(4, dtype=torch.float64), history=3)
     assert opt.iterate(5) is False
     assert math.isclose(opt.f, 4.0) and opt.evaluations < 60
+
+
+def test_a_decrease_is_taken_when_no_wolfe_point_exists() -> None:
+    """|x| from x = 1.3 along −1: the slope is ±1 everywhere, so no step meets the strong curvature condition
+    (|slope| ≤ 0.9); scipy's search brackets the kink, zooms and gives up (step None). Its trials did decrease f,
+    and the minimiser must take the best of them rather than stop."""
+
+    def absolute(x: torch.Tensor) -> tuple[float, torch.Tensor]:
+        return float(x.abs().sum()), torch.sign(x)
+
+    opt = Minimizer(absolute, torch.tensor([1.3], dtype=torch.float64), history=3)
+    assert opt.iterate(1) is True
+    assert opt.f < 0.3
