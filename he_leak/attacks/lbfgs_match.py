@@ -122,11 +122,12 @@ class _Phase:
         self.targets = [g.detach().to(device=device, dtype=dtype) for g in target_grads]
         self.weights, self.label, self.classes, self.dtype, self.device = weights, label, classes, dtype, device
 
-    def distance(self, x: torch.Tensor, y_logits: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
+    def distance(self, x: torch.Tensor, y_logits: torch.Tensor) -> torch.Tensor:
+        """The balanced squared gradient distance, differentiable in x and y_logits."""
         out = self.net(x)
         target = F.softmax(y_logits, -1) if self.label is None else self.label
         loss = soft_cross_entropy(out, target)
-        grads = torch.autograd.grad(loss, self.params, create_graph=create_graph)
+        grads = torch.autograd.grad(loss, self.params, create_graph=True)
         return sum(w * ((g - t) ** 2).sum() for g, t, w in zip(grads, self.targets, self.weights, strict=True))
 
     def optimise(self, x, y_logits, *, used, steps, stop_below, scale, max_iter, history_size, progress, monitor):
@@ -140,10 +141,10 @@ class _Phase:
         def objective(z: torch.Tensor) -> tuple[float, torch.Tensor]:
             xz = z[:nx].reshape(x.shape).requires_grad_(True)
             if self.label is not None:
-                diff = self.distance(xz, y_logits, create_graph=True)
+                diff = self.distance(xz, y_logits)
                 return float(diff.detach()), torch.autograd.grad(diff, xz)[0].reshape(-1)
             yz = z[nx:].reshape(y_logits.shape).requires_grad_(True)
-            diff = self.distance(xz, yz, create_graph=True)
+            diff = self.distance(xz, yz)
             gx, gy = torch.autograd.grad(diff, (xz, yz))
             return float(diff.detach()), torch.cat([gx.reshape(-1), gy.reshape(-1)])
 
