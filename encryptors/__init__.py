@@ -1,4 +1,5 @@
-"""How data is hidden (plain, ckks, bfv, permute, linear-mask) and viewed as model input; the only tenseal user."""
+"""How data is hidden (plain, ckks, bfv, permute, linear-mask) and viewed as model input; the only tenseal user
+(SEAL through `tenseal.sealapi`, keys and noise reproducible from the key holder's key seed)."""
 
 from encryptors import bfv, ckks, seal_format, simple  # noqa: F401  (registers the encryptors)
 from encryptors.base import ENCRYPTORS, Encryptor, MissingKeyError, make_encryptor

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
+import types
+import typing
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -22,8 +25,10 @@ class Encryptor(ABC):
     """Hides a flat float64 vector x in [0,1] of fixed length n.
 
     ``view`` turns a hidden object into the float32 vector a model is trained on; ``unview`` is its inverse for
-    recovered (possibly noisy) views. ``public()`` is the attacker's handle: it can view/unview, encrypt only when
-    the scheme has a public key, and never decrypt.
+    recovered (possibly noisy) views. ``public(seed=...)`` is the attacker's handle: it can view/unview, encrypt
+    (with its own randomness ``seed``) only when the scheme has a public key, and never decrypt. The key holder's
+    secrets come from its ``key_seed``, which no handle, ``describe()`` or pickle of a public handle contains.
+    ``precision`` bounds |decrypt(h) − x| for a faithful h (fresh, or recovered exactly from its view).
     """
 
     name: ClassVar[str]
@@ -31,6 +36,7 @@ class Encryptor(ABC):
     n: int
     view_bounds: tuple[float, float] = (0.0, 1.0)  # public box every view value lies in
     view_quantum: float | None = None  # views are known multiples of this (None: continuous)
+    precision: float  # largest |decrypt − plaintext| of a faithful hidden object (see each scheme)
 
     @property
     @abstractmethod
@@ -54,8 +60,9 @@ class Encryptor(ABC):
         """Round/clamp a recovered view back into a hidden object ``decrypt`` accepts; CiphertextError if invalid."""
 
     @abstractmethod
-    def public(self) -> Encryptor:
-        """A handle without the secret key (picklable, secret-free)."""
+    def public(self, *, seed: int) -> Encryptor:
+        """A handle without the secret key or key seed (picklable, secret-free); ``seed`` is the randomness of its
+        own encryptions (public-key schemes)."""
 
     @abstractmethod
     def describe(self) -> dict[str, object]:
@@ -85,13 +92,14 @@ class Encryptor(ABC):
 
 
 def known_params(cls: type[Encryptor]) -> list[str]:
-    """The keyword-only constructor parameters of ``cls`` other than n and seed."""
+    """The keyword-only constructor parameters of ``cls`` other than n and key_seed."""
     sig = inspect.signature(cls.__init__)
-    return [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name not in ("n", "seed")]
+    return [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name not in ("n", "key_seed")]
 
 
-def make_encryptor(name: str, *, n: int, seed: int, **params: object) -> Encryptor:
-    """Build the registered encryptor ``name``; unknown names or parameters raise ConfigError."""
+def make_encryptor(name: str, *, n: int, key_seed: int, **params: object) -> Encryptor:
+    """Build the registered encryptor ``name`` for the key holder whose secrets come from ``key_seed``; unknown names
+    or parameters raise ConfigError."""
     cls = ENCRYPTORS[name]
     known = known_params(cls)
     unknown = sorted(set(params) - set(known))
@@ -101,4 +109,33 @@ def make_encryptor(name: str, *, n: int, seed: int, **params: object) -> Encrypt
         )
     if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
         raise ConfigError(f"encryptor n must be a positive integer, got {n!r}")
-    return cls(n=int(n), seed=int(seed), **params)
+    hints = typing.get_type_hints(cls.__init__)
+    for key, value in params.items():
+        check_type(f"{name} parameter {key}", value, hints.get(key, object))
+    return cls(n=int(n), key_seed=int(key_seed), **params)
+
+
+def check_type(what: str, value: object, hint: object) -> None:
+    """ConfigError unless `value` fits a simple annotation: int, float, str, bool, Sequence[int], X | None."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for option in options:
+        origin = typing.get_origin(option)
+        if option is type(None) and value is None:
+            return
+        if option is bool and isinstance(value, bool):
+            return
+        if option is int and isinstance(value, int | np.integer) and not isinstance(value, bool):
+            return
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return
+        if option is str and isinstance(value, str):
+            return
+        if origin in (collections.abc.Sequence, list, tuple) and isinstance(value, list | tuple) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            return
+        if option is object:
+            return
+    names = " or ".join("a list of integers" if typing.get_origin(o) else getattr(o, "__name__", str(o))
+                        for o in options)  # fmt: skip
+    raise ConfigError(f"{what} must be {names}, got {value!r}")

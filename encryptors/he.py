@@ -1,60 +1,85 @@
-"""Shared machinery of the TenSEAL schemes: security check, chunking into ciphertexts, views, public handles.
+"""Shared machinery of the SEAL schemes (ckks, bfv): reproducible keys, chunking into ciphertexts, views, handles.
 
-Key generation uses TenSEAL's OS randomness, so ``seed`` does not make HE keys reproducible (only recorded).
+Keys and encryption noise come from the key holder's ``key_seed`` (see `encryptors.seal_backend` for why each
+random draw gets its own seeded context); a public handle holds the public key and its own encryption randomness,
+nothing else. The security level is chosen once when the parameters are (`SealContext`).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 from abc import abstractmethod
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
-import tenseal as ts
 from tenseal import sealapi
 
 from encryptors import seal_format, tenseal_proto
 from encryptors.base import Encryptor, MissingKeyError
-from encryptors.security import check_security
+from encryptors.seal_backend import Randomness, SealContext, SealParams, encrypt
+from encryptors.seal_keys import KeySet
 from encryptors.views import VIEWS, ResidueView
 from he_leak.errors import CiphertextError, ConfigError, ParameterError
+from he_leak.seeds import derive
 
-Hidden = tuple[Any, ...]  # one TenSEAL vector per chunk of at most ``slots`` values
+
+class SealVector:
+    """One ciphertext holding ``size`` values; ``serialize`` writes it the way TenSEAL writes a one-ciphertext
+    vector (its SEAL ciphertext inside TenSEAL's protobuf message). Pickles as those bytes."""
+
+    def __init__(self, context: SealContext, ciphertext: sealapi.Ciphertext, *, size: int, scale: float | None):
+        self.context, self.ciphertext, self.size, self.scale = context, ciphertext, size, scale
+
+    def seal_bytes(self) -> bytes:
+        return self.context.save(self.ciphertext)
+
+    def serialize(self) -> bytes:
+        return tenseal_proto.encode(tenseal_proto.VectorProto((self.size,), (self.seal_bytes(),), self.scale))
+
+    @classmethod
+    def load(cls, context: SealContext, blob: bytes) -> SealVector:
+        msg = tenseal_proto.decode(blob)
+        if len(msg.ciphertexts) != 1:
+            raise CiphertextError(f"expected one ciphertext per vector, got {len(msg.ciphertexts)}")
+        cipher = context.load(sealapi.Ciphertext(), msg.ciphertexts[0])
+        return cls(context, cipher, size=msg.sizes[0], scale=msg.scale)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"context": self.context, "blob": self.serialize()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(SealVector.load(state["context"], state["blob"]).__dict__)
+
+
+Hidden = tuple[SealVector, ...]  # one vector per chunk of at most ``slots`` values
 
 
 class SealEncryptor(Encryptor):
-    """A TenSEAL vector scheme whose ciphertexts are viewed residue by residue (see ``encryptors.views``)."""
+    """A SEAL scheme whose ciphertexts are viewed residue by residue (see ``encryptors.views``)."""
 
     has_public_key: ClassVar[bool] = True
-    scheme: ClassVar[Any]
 
-    def __init__(
-        self,
-        *,
-        n: int,
-        seed: int,
-        poly_modulus_degree: int,
-        coeff_mod_bit_sizes: Sequence[int],
-        view: str,
-        insecure: bool,
-    ) -> None:
+    def __init__(self, *, n: int, key_seed: int, params: SealParams, view: str, insecure: bool) -> None:
         if view not in VIEWS:
             raise ConfigError(f"unknown ciphertext view {view!r}; known: {', '.join(VIEWS)}")
-        self.n, self.seed, self.view_kind, self.insecure = n, seed, view, bool(insecure)
-        self.poly_modulus_degree = int(poly_modulus_degree)
-        self.coeff_mod_bit_sizes = [int(b) for b in coeff_mod_bit_sizes]
-        check_security(
-            poly_modulus_degree=self.poly_modulus_degree, bit_sizes=self.coeff_mod_bit_sizes, insecure=self.insecure
-        )
+        self.n, self.view_kind = n, view
+        self.context = SealContext(params, insecure=bool(insecure))
+        self.keys = KeySet.generate(self.context, key_seed)
+        self._randomness = Randomness(derive(key_seed, "encrypt"))
         try:
-            self._ctx = self._make_context()
-            probe = self._encrypt_chunk(np.zeros(min(n, self.slots)))
-        except (ValueError, RuntimeError) as err:  # SEAL/TenSEAL refusing the parameters
-            raise ParameterError(f"{self.name} parameters rejected by SEAL: {err}; {self._param_text()}") from err
-        self._layout(probe)
+            zero = self._encode(np.zeros(min(n, self.slots)))
+            probe = encrypt(self.context, self.keys.public, zero, derive(key_seed, "probe"))
+        except (ValueError, RuntimeError) as err:  # SEAL refusing the parameters (e.g. scale beyond the primes)
+            raise ParameterError(f"{self.name} parameters rejected by SEAL: {err}; {params.text()}") from err
+        ct = seal_format.parse(self.context.save(probe))
+        if list(ct.parms_id) != list(self.context.seal.first_parms_id()):
+            raise ParameterError(f"fresh {self.name} ciphertexts are not at the first data level; {params.text()}")
+        self.moduli: tuple[int, ...] = self.context.data_primes
+        self._template = dataclasses.replace(ct, data=np.zeros((0,), dtype=np.uint64))  # metadata only
+        self._codec = ResidueView(self.view_kind, self.moduli, ct.size, ct.poly_modulus_degree)
         self.view_quantum = 1.0 / 255.0 if self.view_kind == "bytes" else None
 
     # --- scheme-specific hooks -------------------------------------------------------------------------------
@@ -64,42 +89,25 @@ class SealEncryptor(Encryptor):
         """Plaintext values per ciphertext."""
 
     @abstractmethod
-    def _make_context(self) -> ts.Context: ...
+    def _encode(self, chunk: np.ndarray) -> sealapi.Plaintext: ...
 
     @abstractmethod
-    def _encrypt_chunk(self, chunk: np.ndarray) -> Any: ...
+    def _decode(self, plain: sealapi.Plaintext, size: int) -> np.ndarray: ...
 
-    @abstractmethod
-    def _decrypt_chunk(self, vec: Any, secret_key: Any) -> np.ndarray: ...
-
-    @abstractmethod
-    def _load_vector(self, blob: bytes) -> Any: ...
-
-    @abstractmethod
-    def _sealapi_params(self) -> sealapi.EncryptionParameters: ...
+    @property
+    def _scale(self) -> float | None:
+        """CKKS scale recorded with each vector (None for BFV)."""
+        return None
 
     # --- shared machinery ------------------------------------------------------------------------------------
-    def _param_text(self) -> str:
-        return f"poly_modulus_degree={self.poly_modulus_degree}, coeff_mod_bit_sizes={self.coeff_mod_bit_sizes}"
+    @property
+    def params(self) -> SealParams:
+        return self.context.params
 
     @property
     def chunk_sizes(self) -> tuple[int, ...]:
         full, rest = divmod(self.n, self.slots)
         return (self.slots,) * full + ((rest,) if rest else ())
-
-    def _layout(self, probe: Any) -> None:
-        """Record the ciphertext template (metadata kept from the public side) and the primes q_j."""
-        msg = tenseal_proto.decode(probe.serialize())
-        ct = seal_format.parse(msg.ciphertexts[0])
-        context = sealapi.SEALContext(self._sealapi_params(), True, sealapi.SEC_LEVEL_TYPE.NONE)
-        if list(ct.parms_id) != list(context.first_parms_id()):
-            raise ParameterError(f"cannot reproduce TenSEAL's moduli for {self._param_text()}")
-        primes = [m.value() for m in context.first_context_data().parms().coeff_modulus()]
-        self.moduli: tuple[int, ...] = tuple(primes[: ct.coeff_modulus_size])
-        # metadata only: data is kept empty and replaced on unview
-        self._template = dataclasses.replace(ct, data=np.zeros((0,), dtype=np.uint64))
-        self._scale = msg.scale
-        self._codec = ResidueView(self.view_kind, self.moduli, ct.size, ct.poly_modulus_degree)
 
     @property
     def view_size(self) -> int:
@@ -107,8 +115,14 @@ class SealEncryptor(Encryptor):
 
     def encrypt(self, x: np.ndarray) -> Hidden:
         x = self._plaintext(x)
-        bounds = np.cumsum((0,) + self.chunk_sizes)
-        return tuple(self._encrypt_chunk(x[a:b]) for a, b in itertools.pairwise(bounds))
+        out, start = [], 0
+        for size in self.chunk_sizes:
+            chunk = x[start : start + size]
+            seed = self._randomness.next(chunk.tobytes())
+            cipher = encrypt(self.context, self.keys.public, self._encode(chunk), seed)
+            out.append(SealVector(self.context, cipher, size=size, scale=self._scale))
+            start += size
+        return tuple(out)
 
     def _check_hidden(self, hidden: Hidden) -> None:
         if not isinstance(hidden, tuple) or len(hidden) != len(self.chunk_sizes):
@@ -116,22 +130,27 @@ class SealEncryptor(Encryptor):
                 f"expected a tuple of {len(self.chunk_sizes)} {self.name} vectors, got {hidden!r:.80}"
             )
 
+    @cached_property
+    def _decryptor(self) -> sealapi.Decryptor:
+        if self.keys.secret is None:
+            raise MissingKeyError(f"this {self.name} handle is public (no secret key); decrypt with the key holder's")
+        return sealapi.Decryptor(self.context.seal, self.keys.secret)
+
     def decrypt(self, hidden: Hidden) -> np.ndarray:
         self._check_hidden(hidden)
-        if not self._ctx.has_secret_key():
-            raise MissingKeyError(f"this {self.name} handle is public (no secret key); decrypt with the key holder's")
-        sk = self._ctx.secret_key()
-        return np.concatenate([self._decrypt_chunk(vec, sk) for vec in hidden]).astype(np.float64)
+        parts = []
+        for vec in hidden:
+            plain = sealapi.Plaintext()
+            self._decryptor.decrypt(vec.ciphertext, plain)
+            parts.append(self._decode(plain, vec.size))
+        return np.concatenate(parts).astype(np.float64)
 
     def view(self, hidden: Hidden) -> np.ndarray:
         self._check_hidden(hidden)
         parts = []
+        t = self._template
         for vec in hidden:
-            msg = tenseal_proto.decode(vec.serialize())
-            if len(msg.ciphertexts) != 1:
-                raise CiphertextError(f"expected one ciphertext per {self.name} vector, got {len(msg.ciphertexts)}")
-            ct = seal_format.parse(msg.ciphertexts[0])
-            t = self._template
+            ct = seal_format.parse(vec.seal_bytes())
             if (ct.parms_id, ct.size, ct.is_ntt_form) != (t.parms_id, t.size, t.is_ntt_form):
                 raise CiphertextError("ciphertext is not fresh (different level, size or form); it has no view")
             parts.append(self._codec.encode(ct.data))
@@ -141,53 +160,42 @@ class SealEncryptor(Encryptor):
         arr = self._view_vector(v)
         per = self._codec.length
         out = []
-        for i, chunk in enumerate(self.chunk_sizes):
+        for i, size in enumerate(self.chunk_sizes):
             ct = dataclasses.replace(self._template, data=self._codec.decode(arr[i * per : (i + 1) * per]))
             seal_format.check_residues(ct, self.moduli)
-            blob = seal_format.dump(ct, compress=False)
-            out.append(
-                self._load_vector(tenseal_proto.encode(tenseal_proto.VectorProto((chunk,), (blob,), self._scale)))
-            )
+            cipher = self.context.load(sealapi.Ciphertext(), seal_format.dump(ct, compress=False))
+            out.append(SealVector(self.context, cipher, size=size, scale=self._scale))
         return tuple(out)
 
-    def public(self) -> SealEncryptor:
-        handle = copy.copy(self)
-        handle._ctx = self._context_from(
-            self._ctx.serialize(save_secret_key=False, save_galois_keys=False, save_relin_keys=False)
-        )
-        return handle
+    def load_vector(self, blob: bytes) -> SealVector:
+        """A vector from ``SealVector.serialize()`` bytes (SEAL validates it against the parameters)."""
+        return SealVector.load(self.context, blob)
 
-    def _context_from(self, blob: bytes) -> Any:
-        """Rebuild a context from `serialize` bytes (TenSEAL's; overridden by the SEAL-only insecure backend)."""
-        return ts.context_from(blob)
+    def public(self, *, seed: int) -> SealEncryptor:
+        handle = copy.copy(self)
+        handle.__dict__.pop("_decryptor", None)  # bound to the owner's secret key
+        handle.keys = self.keys.without_secret()
+        handle._randomness = Randomness(derive(seed, "encrypt"))
+        return handle
 
     @property
     def is_public(self) -> bool:
-        return not self._ctx.has_secret_key()
+        return self.keys.secret is None
 
     def __getstate__(self) -> dict[str, object]:
-        state = dict(self.__dict__)
-        ctx = state.pop("_ctx")
-        state["_ctx_bytes"] = ctx.serialize(
-            save_secret_key=ctx.has_secret_key(), save_galois_keys=False, save_relin_keys=False
-        )
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        state = dict(state)
-        blob = state.pop("_ctx_bytes")
-        self.__dict__.update(state)
-        self._ctx = self._context_from(blob)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_decryptor", "_encoder")}  # SEAL objects
 
     def describe(self) -> dict[str, object]:
         return {
             "encryptor": self.name,
             "n": self.n,
-            "poly_modulus_degree": self.poly_modulus_degree,
-            "coeff_mod_bit_sizes": list(self.coeff_mod_bit_sizes),
+            "poly_modulus_degree": self.params.poly_modulus_degree,
+            "coeff_mod_bit_sizes": list(self.params.coeff_mod_bit_sizes),
             **self._extra_params(),
             "view": self.view_kind,
-            "insecure": self.insecure,
+            "insecure": not self.params.within_table,
+            "security": self.context.security,
+            "precision": self.precision,
             "ciphertexts": len(self.chunk_sizes),
             "view_size": self.view_size,
             "public": self.is_public,
@@ -195,3 +203,11 @@ class SealEncryptor(Encryptor):
 
     def _extra_params(self) -> dict[str, object]:
         return {}
+
+
+def bit_sizes(values: Sequence[int]) -> tuple[int, ...]:
+    """Coefficient-modulus bit sizes as a tuple of ints (ConfigError on anything else)."""
+    try:
+        return tuple(int(b) for b in values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"coeff_mod_bit_sizes must be a list of integers, got {values!r}") from err

@@ -77,13 +77,28 @@ def _decompress(payload: bytes | memoryview, mode: int) -> bytes:
     return body
 
 
-def parse(blob: bytes) -> SealCiphertext:
-    """Parse a SEAL ciphertext; anything malformed raises CiphertextError."""
-    major, minor, mode, total = _header(blob, "ciphertext")
+def unwrap(blob: bytes, what: str = "ciphertext") -> tuple[tuple[int, int], bytes]:
+    """The SEAL version and the decompressed body of any serialised SEAL object; CiphertextError if malformed."""
+    major, minor, mode, total = _header(blob, what)
     if total != len(blob):
         kind = "truncated" if total > len(blob) else "followed by trailing garbage"
-        raise CiphertextError(f"SEAL ciphertext is {kind}: header says {total} bytes, got {len(blob)}")
-    body = _decompress(memoryview(blob)[HEADER.size :], mode)
+        raise CiphertextError(f"SEAL {what} is {kind}: header says {total} bytes, got {len(blob)}")
+    return (major, minor), _decompress(memoryview(blob)[HEADER.size :], mode)
+
+
+def wrap(version: tuple[int, int], body: bytes) -> bytes:
+    """An uncompressed SEAL object: header + ``body`` (the inverse of ``unwrap``)."""
+    return HEADER.pack(MAGIC, HEADER.size, *version, COMPR_NONE, 0, HEADER.size + len(body)) + body
+
+
+def object_size(blob: bytes | memoryview, what: str) -> int:
+    """Total byte size of the SEAL object at the start of ``blob`` (from its header)."""
+    return _header(blob, what)[3]
+
+
+def parse(blob: bytes) -> SealCiphertext:
+    """Parse a SEAL ciphertext; anything malformed raises CiphertextError."""
+    (major, minor), body = unwrap(blob)
     if len(body) < MEMBERS.size:
         raise CiphertextError(f"SEAL ciphertext body too short: {len(body)} bytes")
     *pid, ntt, size, degree, nmod, scale, corr = MEMBERS.unpack_from(body, 0)

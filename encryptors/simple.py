@@ -1,4 +1,6 @@
-"""Baselines without HE: identity, a secret permutation, a secret linear mask (keyless schemes: no public key)."""
+"""Baselines without HE: identity, a secret permutation, a secret linear mask (keyless schemes: no public key).
+
+The secret maps are drawn from the key holder's ``key_seed``; public handles hold neither the map nor the seed."""
 
 from __future__ import annotations
 
@@ -8,6 +10,9 @@ import numpy as np
 
 from encryptors.base import ENCRYPTORS, Encryptor, MissingKeyError
 
+#: float32 rounding of a view value v: |v − float32(v)| <= |v|·2**-24 (round to nearest, 24-bit significand)
+FLOAT32_ROUNDING = 2.0**-24
+
 
 @ENCRYPTORS.register("plain")
 class PlainEncryptor(Encryptor):
@@ -15,9 +20,10 @@ class PlainEncryptor(Encryptor):
 
     name = "plain"
     has_public_key: ClassVar[bool] = True
+    precision = FLOAT32_ROUNDING  # views of values in [0, 1] are float32: |error| <= 2**-24
 
-    def __init__(self, *, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
+    def __init__(self, *, n: int, key_seed: int) -> None:
+        self.n = n  # nothing secret: key_seed is not used
 
     @property
     def view_size(self) -> int:
@@ -35,7 +41,7 @@ class PlainEncryptor(Encryptor):
     def unview(self, v: np.ndarray) -> np.ndarray:
         return np.clip(self._view_vector(v), 0.0, 1.0)
 
-    def public(self) -> PlainEncryptor:
+    def public(self, *, seed: int) -> PlainEncryptor:
         return self
 
     def describe(self) -> dict[str, object]:
@@ -43,7 +49,7 @@ class PlainEncryptor(Encryptor):
 
 
 class SecretMapEncryptor(Encryptor):
-    """A keyless scheme: hiding and unhiding both need the secret map drawn from ``seed``."""
+    """A keyless scheme: hiding and unhiding both need the secret map drawn from ``key_seed``."""
 
     has_public_key: ClassVar[bool] = False
     _secret: tuple[np.ndarray, ...] | None
@@ -63,19 +69,14 @@ class SecretMapEncryptor(Encryptor):
     def view(self, hidden: np.ndarray) -> np.ndarray:
         return np.asarray(hidden, dtype=np.float32)
 
-    def public(self) -> SecretMapEncryptor:
+    def public(self, *, seed: int) -> SecretMapEncryptor:
+        """The map's public shape only: no secret map, no seed (there are no public-key encryptions to randomise)."""
         handle = object.__new__(type(self))
         handle.__dict__.update(self.__dict__, _secret=None)
         return handle
 
     def describe(self) -> dict[str, object]:
-        return {
-            "encryptor": self.name,
-            "n": self.n,
-            "seed": self.seed,
-            "view_size": self.view_size,
-            "public": self._secret is None,
-        }
+        return {"encryptor": self.name, "n": self.n, "view_size": self.view_size, "public": self._secret is None}
 
 
 @ENCRYPTORS.register("permute")
@@ -83,10 +84,11 @@ class PermuteEncryptor(SecretMapEncryptor):
     """A secret fixed permutation of the n values."""
 
     name = "permute"
+    precision = FLOAT32_ROUNDING  # a permuted float32 view of values in [0, 1]
 
-    def __init__(self, *, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
-        self._secret = (np.random.default_rng(seed).permutation(n),)
+    def __init__(self, *, n: int, key_seed: int) -> None:
+        self.n = n
+        self._secret = (np.random.default_rng(key_seed).permutation(n),)
 
     def encrypt(self, x: np.ndarray) -> np.ndarray:
         (perm,) = self._key()
@@ -128,12 +130,15 @@ class LinearMaskEncryptor(SecretMapEncryptor):
 
     name = "linear-mask"
 
-    def __init__(self, *, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
-        rng = np.random.default_rng(seed)
+    def __init__(self, *, n: int, key_seed: int) -> None:
+        self.n = n
+        rng = np.random.default_rng(key_seed)
         self._secret = (random_orthogonal(n, rng), rng.uniform(-0.5, 0.5, n))
         # Public box: each row of an orthogonal A has unit norm, so |A_i·x| <= ||x||_2 <= sqrt(n) for x in [0,1]^n.
         self.view_bounds = (-(n**0.5) - 0.5, n**0.5 + 0.5)
+        # decrypt = Aᵀ(v − b) of the float32 view v: the error Aᵀδ has |(Aᵀδ)_i| <= ||δ||_2 (unit rows), and
+        # |δ_j| <= |v_j|·2**-24 <= (sqrt(n) + 0.5)·2**-24, so ||δ||_2 <= sqrt(n)·(sqrt(n) + 0.5)·2**-24.
+        self.precision = n**0.5 * (n**0.5 + 0.5) * FLOAT32_ROUNDING
 
     def encrypt(self, x: np.ndarray) -> np.ndarray:
         a, b = self._key()

@@ -1,4 +1,4 @@
-"""Benchmark: ciphertext view extraction / reassembly vs TenSEAL's own serialize / deserialize.
+"""Benchmark: ciphertext view extraction / reassembly vs serialising / loading the same vectors.
 
 Run from the repository root: python -m experiments.bench_views [--n 64 625 3072] [--repeats 30]
 """
@@ -33,13 +33,13 @@ def main() -> None:
     args = parser.parse_args()
     for name in ("ckks", "bfv"):
         for n in args.n:
-            enc = make_encryptor(name, n=n, seed=0)
-            handle = enc.public()
+            enc = make_encryptor(name, n=n, key_seed=0)
+            handle = enc.public(seed=1)
             hidden = enc.encrypt(np.random.default_rng(0).random(n))
             v = handle.view(hidden)
             blobs = [vec.serialize() for vec in hidden]
             ser = median_seconds(lambda h=hidden: [vec.serialize() for vec in h], args.repeats)
-            de = median_seconds(lambda b=blobs, e=handle: [e._load_vector(x) for x in b], args.repeats)
+            de = median_seconds(lambda b=blobs, e=handle: [e.load_vector(x) for x in b], args.repeats)
             view = median_seconds(lambda h=hidden, e=handle: e.view(h), args.repeats)
             unview = median_seconds(lambda v=v, e=handle: e.unview(v), args.repeats)
             print(

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
+import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from he_leak.errors import HeLeakError
+from he_leak.config import LAYOUTS
+from he_leak.errors import ConfigError, HeLeakError
 
 EXIT_BAD_INPUT = 2
 EXIT_UNMET = 1
+PROGRESS_SECONDS = 5.0  # a progress line this often on stderr when it is not a terminal
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,35 +56,87 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, default=2, help="conv1's stride")
     p.add_argument("--activation", default="sigmoid", help="activation: sigmoid, tanh, relu, leaky_relu, softplus")
     p.add_argument("--seed", type=int, default=0, help="seed of the model's weights and the attack")
+    p.add_argument("--layout", default="auto", choices=LAYOUTS,
+                   help="axis order of a .npy/.npz array (n: images, c: channels); auto: 2-D hw, 3-D hwc if the last "
+                        "axis is 1/3/4, chw if only the first is, else nhw; 4-D nhwc or nchw by the same test")
+    p.add_argument("--normalize", action="store_true",
+                   help="rescale a user file to [0,1] by the global min and max of the whole array (recorded in the "
+                        "Result); without it values must lie in [0,1] (uint8/uint16 are scaled by their range)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from he_leak import __version__
+
     parser = _Parser(prog="he-leak", description="Gradient inversion against homomorphically encrypted training data.")
+    parser.add_argument("--version", action="version", version=f"he-leak {__version__}",
+                        help="print the he-leak version and exit")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     a = sub.add_parser("attack", help="run one attack and print its Result")
-    a.add_argument("--scenario", default="plain", help="threat model: plain, ckks-input, …")
+    a.add_argument("--scenario", default="plain",
+                   help="threat model: plain, ckks-input, he-train, he-aggregate (docs/design.md)")  # fmt: skip
     a.add_argument("--attack", default="dlg", help="attack name: dlg, idlg, ig, analytic, layerwise")
     _model_args(a)
     a.add_argument("--index", type=int, default=0, help="index of the first sample in the dataset")
     a.add_argument("--iterations", type=int, default=None, help="attack iterations (default: the attack's own)")
-    a.add_argument("--restarts", type=int, default=1, help="random restarts, batched through one pass")
-    a.add_argument("--lr", type=float, default=None, help="attack learning rate (default: the attack's own)")
-    a.add_argument("--tv", type=float, default=None, help="total-variation weight for ig")
-    a.add_argument("--encryptor", default=None, help="encryptor for ckks-input: ckks, bfv, permute, linear-mask, plain")
-    a.add_argument("--he", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                   help="encryptor parameter, e.g. --he poly_modulus_degree=8192 --he view=residues")  # fmt: skip
-    a.add_argument("--insecure", action="store_true", help="allow HE parameters below 128-bit security")
-    a.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    a.add_argument(
-        "--out", type=Path, default=None, help="folder for result.json and a PNG (truth above, recovery below)"
-    )
-    a.add_argument("--json", action="store_true", help="print exactly one JSON object (the Result)")
+    a.add_argument("--restarts", type=int, default=1, help="random restarts (ig: batched through one pass)")
+    a.add_argument("--lr", type=float, default=None, help="attack learning rate, > 0 (default: the attack's own)")
+    a.add_argument("--tv", type=float, default=None, help="total-variation weight for ig, >= 0")
+    a.add_argument("--loss", default=None,
+                   help="training loss: cross-entropy, mse, poly-sigmoid (default: the scenario's)")  # fmt: skip
+    a.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the attack runs: auto = CUDA when available, else CPU")  # fmt: skip
+    a.add_argument("--utility", action="store_true",
+                   help="also train the model under this protection and record its test accuracy (utility)")
+    he = a.add_argument_group("encryption (ckks-input, he-train, he-aggregate)")
+    he.add_argument("--encryptor", default=None,
+                    help="ckks-input's encryptor: ckks (default), bfv, permute, linear-mask, plain")  # fmt: skip
+    he.add_argument("--he", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                    help="HE parameter: poly_modulus_degree, coeff_mod_bit_sizes (a list, e.g. [40,20,40]), scale, "
+                         "view (bytes|residues), plain_modulus (bfv); e.g. --he poly_modulus_degree=8192")  # fmt: skip
+    he.add_argument("--insecure", action="store_true",
+                    help="allow HE parameters beyond the 128-bit security table (recorded in the Result)")
+    fl = a.add_argument_group("federated aggregation (he-aggregate) and HE training (he-train)")
+    fl.add_argument("--clients", type=int, default=1, help="clients K, each with its own --batch of samples")
+    fl.add_argument("--role", default="server", choices=("server", "client"),
+                    help="who attacks: the aggregation server (no key) or a key-holding client")  # fmt: skip
+    fl.add_argument("--encrypt-fraction", type=float, default=1.0, dest="encrypt_fraction",
+                    help="fraction p of gradient entries each client encrypts (the rest is sent in the clear)")
+    fl.add_argument("--select", default="sensitivity", choices=("sensitivity", "random", "magnitude"),
+                    help="which entries the fraction encrypts (FedML-HE's sensitivity map by default)")  # fmt: skip
+    fl.add_argument("--encrypt-layers", default=None, dest="encrypt_layers", metavar="REGEX",
+                    help="encrypt whole parameters whose name matches REGEX (NVFlare's encrypt_layers)")
+    fl.add_argument("--train-steps", type=int, default=0, dest="train_steps",
+                    help="he-train: encrypted training steps after the attacked one (loss recorded)")  # fmt: skip
+    df = a.add_argument_group("gradient defences (any scenario; applied in this order)")
+    df.add_argument("--clip", type=float, default=None, help="clip the gradient's L2 norm to this bound")
+    df.add_argument("--prune", type=float, default=0.0, help="zero this fraction of smallest entries per tensor")
+    df.add_argument("--noise", type=float, default=0.0, help="add Gaussian noise of this standard deviation")
+    a.add_argument("--out", type=Path, default=None,
+                   help="folder for result.json and reconstruction.png (truth above, recovery below)")  # fmt: skip
+    a.add_argument("--json", action="store_true", help="print exactly one JSON object (the Result) on stdout")
 
-    r = sub.add_parser("run", help="run an experiment file (a grid of attacks) and write its report")
+    r = sub.add_parser(
+        "run", help="run an experiment file (a grid of attacks) and write its report",
+        description="Run every run of the experiment not yet recorded in --out (resumable: rerun after Ctrl-C or a "
+        "crash), then write summary.csv, report.md and figures/.",
+    )  # fmt: skip
     r.add_argument("experiment", type=Path, help="experiment TOML file, e.g. experiments/plain_baseline.toml")
     r.add_argument("--out", type=Path, required=True, help="output folder (results.jsonl, summary.csv, report.md)")
     r.add_argument("--check", action="store_true", help="exit 1 listing every unmet [[expect]] row")
+    r.add_argument("--engine", default="local", metavar="NAME",
+                   help="where runs execute: local (this machine; default) or ray (pip install -e .[ray])")  # fmt: skip
+    r.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="runs at once: local processes (default 1: in this process) or the CPUs of a local Ray "
+                        "(default: all)")  # fmt: skip
+    r.add_argument("--address", default=None, metavar="ADDR",
+                   help="with --engine ray: join this Ray cluster (e.g. ray://head:10001) instead of a local Ray")
+    r.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="execute at most N of the pending runs now (0: only rebuild the report)")
+    r.add_argument("--quiet", action="store_true", help="no progress output, only warnings and the final summary")
+
+    t = sub.add_parser("status", help="summarise a results folder without running anything")
+    t.add_argument("out", type=Path, metavar="DIR", help="the --out folder of `he-leak run`")
 
     d = sub.add_parser("audit", help="per-layer rank analysis: can the input be reconstructed exactly?")
     _model_args(d)
@@ -95,16 +153,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_writable(folder: Path) -> None:
+    """Before any work: `folder` exists or can be made, is a folder, and accepts files (ConfigError otherwise)."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {folder} is a file; give a folder for result.json and reconstruction.png")
+    parent = folder if folder.exists() else next((p for p in folder.parents if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {folder}: {parent} is not writable; choose another folder")
+
+
 @contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[Any]:
-    """A rich progress bar on a terminal, else a no-op callback."""
-    if not enabled:
-        yield None
+def _progress(*, every: float = PROGRESS_SECONDS) -> Iterator[Any]:
+    """Progress on stderr: a transient rich bar on a terminal, else one line every `every` seconds (long runs)."""
+    if not sys.stderr.isatty():
+        last = [time.monotonic()]
+
+        def line(step: int, total: int, loss: float) -> None:
+            now = time.monotonic()
+            if now - last[0] >= every:
+                last[0] = now
+                print(f"he-leak: step {step}/{total or '?'}, loss {loss:.3g}", file=sys.stderr, flush=True)
+
+        yield line
         return
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
-                  TimeElapsedColumn(), transient=True) as bar:  # fmt: skip
+                  TimeElapsedColumn(), transient=True, console=Console(stderr=True)) as bar:  # fmt: skip
         task = bar.add_task("attack", total=None, loss="")
 
         def update(step: int, total: int, loss: float) -> None:
@@ -115,16 +191,15 @@ def _progress(enabled: bool) -> Iterator[Any]:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from he_leak.config import RunConfig
-    from he_leak.runner import run_one
+    from he_leak.runner import run_outcome
 
-    cfg = RunConfig(
-        scenario=args.scenario, attack=args.attack, model=args.model, data=args.data, index=args.index,
-        seed=args.seed, batch=args.batch, iterations=args.iterations, restarts=args.restarts, classes=args.classes,
-        device=args.device, hidden=args.hidden, width=args.width, stride=args.stride, activation=args.activation,
-        encryptor=args.encryptor, encryptor_params=dict(args.he), insecure=args.insecure, lr=args.lr, tv=args.tv,
-    )  # fmt: skip
-    with _progress(sys.stdout.isatty() and not args.json) as progress:
-        outcome = run_one(cfg, progress=progress)
+    names = {f.name for f in dataclasses.fields(RunConfig)} - {"encryptor_params"}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    cfg = RunConfig.from_mapping({**values, "encryptor_params": dict(args.he)}, where="options")
+    if args.out is not None:
+        _check_writable(args.out)
+    with _progress() as progress:
+        outcome = run_outcome(cfg, progress=progress)
     row = outcome.result.to_dict()
     if args.out is not None:
         from he_leak.figures import save_run_figure
@@ -142,9 +217,13 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from he_leak.experiment import run_experiment
+    from he_leak.sweep import run_experiment
 
-    report = run_experiment(args.experiment, args.out, check=args.check)
+    report = run_experiment(
+        args.experiment, args.out, check=args.check, engine=args.engine, workers=args.workers, address=args.address,
+        limit=args.limit, quiet=args.quiet,
+    )  # fmt: skip
+    print(report.summary(), flush=True)
     if args.check and report.unmet:
         print(f"{len(report.unmet)} expectation(s) not met:", file=sys.stderr)
         for line in report.unmet:
@@ -153,13 +232,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from he_leak.status import folder_status, format_status
+
+    print(format_status(folder_status(args.out)))
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from he_leak.audit import audit, format_audit
     from he_leak.data import load_dataset
     from he_leak.models import ModelSpec
 
+    shape = load_dataset(args.data, layout=args.layout, normalize=args.normalize).shape
     spec = ModelSpec(
-        name=args.model, input_shape=load_dataset(args.data).shape, classes=args.classes, hidden=args.hidden,
+        name=args.model, input_shape=shape, classes=args.classes, hidden=args.hidden,
         width=args.width, stride=args.stride, activation=args.activation, seed=args.seed,
     )  # fmt: skip
     result = audit(spec, batch=args.batch)
@@ -187,7 +274,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"attack": cmd_attack, "run": cmd_run, "audit": cmd_audit, "bench": cmd_bench, "list": cmd_list}
+COMMANDS = {
+    "attack": cmd_attack, "run": cmd_run, "status": cmd_status, "audit": cmd_audit, "bench": cmd_bench,
+    "list": cmd_list,
+}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HeLeakError as e:
         print(f"he-leak: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt as e:  # a sweep says how far it got (he_leak.sweep.SweepInterrupted)
+        print(f"he-leak: {str(e) or 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

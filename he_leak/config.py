@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from he_leak.errors import ConfigError
+
+LAYOUTS = ("auto", "hw", "hwc", "chw", "nhw", "nhwc", "nchw")  # how a user's array is read (he_leak.data)
+ROLES = ("server", "client")  # he-aggregate: the aggregator without the key, or a key-holding client
+SELECTIONS = ("sensitivity", "random", "magnitude")  # he-aggregate: which parameters the fraction encrypts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,10 +38,27 @@ class RunConfig:
     encryptor: str | None = None  # scenario's default when None (ckks for ckks-input)
     encryptor_params: dict[str, Any] = field(default_factory=dict)
     insecure: bool = False
+    loss: str | None = None  # None: the scenario's default (cross-entropy; mse for he-train)
     success_psnr: float = 30.0
-    success_symbol_exact: float = 0.999
     lr: float | None = None  # None: the attack's own default
     tv: float | None = None  # total-variation weight for ig
+    # data: how a user's array is laid out, and whether out-of-range values may be rescaled (recorded)
+    layout: str = "auto"
+    normalize: bool = False
+    # utility: train the scenario's model on the scenario's inputs and record its test accuracy
+    utility: bool = False
+    # defences between the client's gradient and what is shared (applied in this order: clip, prune, noise)
+    clip: float | None = None  # L2 norm bound on the whole gradient
+    prune: float = 0.0  # fraction of entries (smallest magnitude) set to zero
+    noise: float = 0.0  # standard deviation of the Gaussian noise added to every entry
+    # he-train: encrypted training steps after the attacked one
+    train_steps: int = 0
+    # he-aggregate: K clients with a batch each; who attacks; which parameters are encrypted
+    clients: int = 1
+    role: str = "server"
+    encrypt_fraction: float = 1.0
+    select: str = "sensitivity"
+    encrypt_layers: str | None = None  # regular expression on parameter names (NVFlare's encrypt_layers)
 
     def __post_init__(self) -> None:
         for name in ("batch", "restarts", "classes", "width", "stride"):
@@ -48,6 +70,32 @@ class RunConfig:
             raise ConfigError(f"iterations must be at least 1, got {self.iterations}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device {self.device!r}: use auto, cpu or cuda")
+        if self.clients < 1:
+            raise ConfigError(f"clients must be at least 1, got {self.clients}")
+        if self.train_steps < 0:
+            raise ConfigError(f"train_steps must be >= 0, got {self.train_steps}")
+        for name in ("lr", "tv", "clip", "success_psnr"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value}")
+        for name in ("lr", "clip"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        if self.tv is not None and self.tv < 0:
+            raise ConfigError(f"tv must be >= 0, got {self.tv}")
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise ConfigError(f"noise must be a standard deviation >= 0, got {self.noise}")
+        for name in ("prune", "encrypt_fraction"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 1):
+                raise ConfigError(f"{name} must be a fraction in [0, 1], got {value}")
+        if self.prune >= 1:
+            raise ConfigError(f"prune {self.prune}: pruning every entry leaves nothing to share; use a fraction < 1")
+        choices = {"layout": LAYOUTS, "role": ROLES, "select": SELECTIONS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], *, where: str = "config") -> RunConfig:

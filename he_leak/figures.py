@@ -15,6 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from he_leak.errors import DataError
+from he_leak.expectations import Plot
+from he_leak.store import run_hash
 
 PANEL_ORDER = ("truth", "view", "recovered_view", "decrypted", "keyless")
 PANEL_LABELS = {
@@ -131,8 +133,6 @@ def experiment_figures(
 ) -> list[Path]:
     """One PNG per scenario × encryptor × attack (a few runs side by side, panels as rows, first image of each
     batch) and plaintext_psnr.png (PSNR by attack, one box plot per scenario × encryptor). Returns the paths."""
-    from he_leak.experiment import run_hash
-
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     written: list[Path] = []
     groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
@@ -224,8 +224,8 @@ def _psnr_figure(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_figure(plot: Any, series: Mapping[str, Sequence[tuple[Any, float]]], path: Path) -> Path | None:
-    """An experiment's ``[[plot]]`` (he_leak.experiment.Plot) from its series (group → (x, y) points): lines of the
+def plot_figure(plot: Plot, series: Mapping[str, Sequence[tuple[Any, float]]], path: Path) -> Path | None:
+    """An experiment's ``[[plot]]`` (he_leak.expectations.Plot) from its series (group → (x, y) points): lines of the
     aggregate per x, or a scatter of every run with Spearman's ρ per group in the legend. None when nothing to draw."""
     series = {g: list(points) for g, points in series.items() if points}
     if not series:

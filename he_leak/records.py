@@ -14,7 +14,8 @@ from torch import nn
 RESULT_KEYS = (
     "scenario", "encryptor", "model", "attack", "data", "index", "seed", "batch", "device", "seconds", "iterations",
     "label_correct", "input_mse", "input_psnr", "input_ssim", "symbol_exact", "decrypts", "plaintext_mse",
-    "plaintext_psnr", "plaintext_ssim", "key_plaintext_psnr", "key_plaintext_ssim", "success", "error",
+    "plaintext_psnr", "plaintext_ssim", "key_plaintext_psnr", "key_plaintext_ssim", "mean_psnr", "prior_psnr",
+    "keyless_gain", "recovered", "utility", "he_seconds", "he_bytes", "he_gradient_error", "success", "error",
 )  # fmt: skip
 
 
@@ -31,12 +32,17 @@ class Observation:
     bounds: tuple[float, float] = (0.0, 1.0)
     quantum: float | None = None  # inputs are known multiples of this (1/255 for the bytes view)
     public: Any = None  # a public encryption handle (no secret key), when the scenario has one
+    loss: str = "cross-entropy"  # the training loss whose gradient was shared (he_leak.losses)
+    # which gradient entries the attacker sees (True) — None: all of them; hidden entries are zero in `gradients`
+    mask: tuple[torch.Tensor, ...] | None = None
 
     def __repr__(self) -> str:
         n = sum(g.numel() for g in self.gradients)
+        seen = n if self.mask is None else int(sum(int(m.sum()) for m in self.mask))
         return (
-            f"Observation({type(self.model).__name__}, {len(self.gradients)} gradient tensors / {n} values, "
-            f"input {self.batch}×{self.input_shape}, {self.classes} classes, bounds {self.bounds})"
+            f"Observation({type(self.model).__name__}, {len(self.gradients)} gradient tensors / {seen} of {n} values "
+            f"visible, {self.loss}, input {self.batch}×{self.input_shape}, {self.classes} classes, "
+            f"bounds {self.bounds})"
         )
 
 
@@ -91,12 +97,23 @@ class Result:
     key_plaintext_ssim: float | None = None
     success: bool = False
     error: str | None = None
-    recovered: int | None = None
-    mean_psnr: float | None = None  # PSNR of guessing the dataset-mean image: the floor a keyless attacker must beat
-    keyless_gain: float | None = None  # plaintext_psnr − mean_psnr (dB): what the keyless estimate adds over guessing
-    insecure: bool | None = None
+    recovered: int | None = None  # samples recovered (per-sample rule of the scenario), of `batch`
+    mean_psnr: float | None = None  # PSNR of guessing the dataset-mean image (the label-blind floor)
+    prior_psnr: float | None = None  # PSNR of the best prior from what the gradient reveals (class mean of the label)
+    keyless_gain: float | None = None  # plaintext_psnr − prior_psnr (dB): what the keyless estimate adds to the prior
+    keyless_psnrs: dict[str, float] | None = None  # plaintext PSNR of each keyless learner (ckks-input)
+    utility: float | None = None  # test accuracy of the model trained on the scenario's inputs (config.utility)
+    utility_plain: float | None = None  # the same model trained on plaintext images, same budget
+    he_seconds: float | None = None  # homomorphic work per round (encrypt, evaluate, aggregate, decrypt)
+    he_bytes: int | None = None  # ciphertext bytes sent per round
+    he_gradient_error: float | None = None  # he-train: max relative error of the decrypted HE gradient vs torch's
+    he_training: dict[str, Any] | None = None  # he-train --train-steps: losses of encrypted vs plaintext SGD
+    insecure: bool | None = None  # the HE parameters lie beyond the 128-bit table (measured, not the flag)
     security_index: float | None = None  # he_leak.audit's index of the run's model and batch (0 leaky, -1 secure)
     restarts: int = 1
+    defences: dict[str, float] | None = None  # the gradient defences applied (clip, prune, noise) and their values
+    he_params: dict[str, Any] | None = None  # the HE parameters actually used (N, modulus chain, scale, ...)
+    versions: dict[str, str] = field(default_factory=dict)  # he-leak, torch, tenseal, numpy
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,32 +5,30 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from he_leak import attacks as _attacks  # noqa: F401  (registers the attacks)
+from he_leak import memory
 from he_leak import scenarios as _scenarios  # noqa: F401  (registers the scenarios)
 from he_leak.attacks.base import AttackOptions, Progress, make_attack
 from he_leak.config import RunConfig
-from he_leak.data import load_dataset
+from he_leak.data import check_labels, load_dataset
 from he_leak.errors import AttackFailed, ConfigError, HeLeakError
-from he_leak.metrics import image_scores, label_accuracy, match, mse, psnr, symbol_exact
-from he_leak.models import ModelSpec, build_model
-from he_leak.records import Observation, Reconstruction, Result, Truth
+from he_leak.metrics import psnr
+from he_leak.models import ModelSpec, build_model, shape_model
+from he_leak.prior import Prior
+from he_leak.records import Observation, Result, Truth
 from he_leak.scenarios.base import SCENARIOS, Scenario
+from he_leak.scoring import Outcome, prior_only, score
+from he_leak.seeds import derive
+from he_leak.versions import versions
 
 # What a numerically failed attack raises: recorded as a failed row, never dropped (config errors propagate).
 RUN_FAILURES = (AttackFailed, RuntimeError, FloatingPointError, np.linalg.LinAlgError, ArithmeticError)
 
-
-@dataclass(frozen=True)
-class Outcome:
-    """A Result plus the images behind it (B×C×H×W arrays in [0,1]) for figures."""
-
-    result: Result
-    panels: dict[str, np.ndarray]
+__all__ = ["RUN_FAILURES", "Outcome", "prepare", "resolve_device", "run_one", "run_outcome"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,20 +41,27 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare(cfg: RunConfig) -> tuple[Scenario, Observation, Truth]:
-    """Load the batch, build the seeded model and let the scenario produce what the attacker observes."""
-    ds = load_dataset(cfg.data)
-    images, labels = ds.batch(cfg.index, cfg.batch)
-    if labels.max() >= cfg.classes:
-        raise ConfigError(f"{cfg.data} has label {labels.max()} but --classes is {cfg.classes}; raise --classes")
+    """Load the batch, build the seeded model and let the scenario produce what the attacker observes; the Truth
+    also carries the attacker's public data pool (the dataset without the attacked samples) and the prior."""
+    ds = load_dataset(cfg.data, layout=cfg.layout, normalize=cfg.normalize)
     scenario = SCENARIOS[cfg.scenario](cfg)
+    check_labels(ds.labels, cfg.classes, where=cfg.data)  # the whole set: the attacker's pool uses every label
+    targets = ds.indices(cfg.index, scenario.samples)
+    images, labels = ds.images[targets], ds.labels[targets]
     spec = ModelSpec(
         name=cfg.model, input_shape=scenario.input_shape(ds.shape), classes=cfg.classes, hidden=cfg.hidden,
         width=cfg.width, stride=cfg.stride, activation=cfg.activation, seed=cfg.seed,
     )  # fmt: skip
+    memory.check(memory.estimate(
+        cfg, model=shape_model(spec), input_shape=spec.input_shape, image_values=int(np.prod(ds.shape)),
+        dataset_size=len(ds), samples=scenario.samples, decoder_samples=scenario.decoder_samples(ds.shape),
+    ))  # fmt: skip
     model = build_model(spec)
     obs, truth = scenario.observe(model, torch.from_numpy(images), torch.from_numpy(labels))
-    mean_image = ds.images.mean(axis=0, dtype=np.float64)
-    truth.extras["mean_psnr"] = float(np.mean([psnr(mean_image, img) for img in images]))
+    prior = Prior.of(ds.images, ds.labels, classes=cfg.classes, exclude=targets)
+    truth.extras.update(dataset=ds, targets=targets, prior=prior)
+    attacked = truth.plaintext.double().numpy()  # he-aggregate's server attacks client 0's batch only
+    truth.extras["mean_psnr"] = float(np.mean([psnr(prior.overall, img) for img in attacked]))
     truth.extras["security_index"] = security_index(spec, cfg.batch)
     return scenario, obs, truth
 
@@ -73,24 +78,26 @@ def security_index(spec: ModelSpec, batch: int) -> float | None:
         return None
 
 
-def run_one(cfg: RunConfig, *, progress: Progress | None = None) -> Outcome:
-    """Run one attack; numerical failures become a row with success=False and `error` set."""
+def run_outcome(cfg: RunConfig, *, progress: Progress | None = None) -> Outcome:
+    """Run one attack and keep the images for figures; numerical failures become a row with success=False and
+    `error` set."""
     device = resolve_device(cfg.device)
     scenario, obs, truth = prepare(cfg)
     attack = make_attack(
         cfg.attack,
         AttackOptions(
-            iterations=cfg.iterations, restarts=cfg.restarts, lr=cfg.lr, tv=cfg.tv, seed=cfg.seed, device=device,
-            progress=progress,
+            iterations=cfg.iterations, restarts=cfg.restarts, lr=cfg.lr, tv=cfg.tv, seed=derive(cfg.seed, "attack"),
+            device=device, progress=progress,
         ),
     )  # fmt: skip
     base = Result(
         scenario=cfg.scenario, encryptor=scenario.encryptor, model=cfg.model, attack=cfg.attack, data=cfg.data,
         index=cfg.index, seed=cfg.seed, batch=cfg.batch, device=device.type, restarts=cfg.restarts,
         insecure=scenario.insecure, mean_psnr=truth.extras["mean_psnr"], config=cfg.key(),
-        security_index=truth.extras.get("security_index"),
+        security_index=truth.extras.get("security_index"), defences=scenario.defences or None,
+        he_params=scenario.he_params(), versions=versions(), **truth.extras.get("result", {}),
     )  # fmt: skip
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(derive(cfg.seed, "attack", "torch"))
     start = time.perf_counter()
     try:
         rec = attack.reconstruct(obs)
@@ -99,54 +106,20 @@ def run_one(cfg: RunConfig, *, progress: Progress | None = None) -> Outcome:
     except RUN_FAILURES as e:
         seconds = time.perf_counter() - start
         failed = dataclasses.replace(base, seconds=seconds, success=False, error=f"{type(e).__name__}: {e}")
-        return Outcome(failed, {"truth": truth.plaintext.numpy()})
-    seconds = time.perf_counter() - start
-    return score(scenario, obs, truth, rec, dataclasses.replace(base, seconds=seconds))
+        outcome = Outcome(prior_only(truth, obs, failed), {"truth": truth.plaintext.numpy()})
+    else:
+        seconds = time.perf_counter() - start
+        outcome = score(scenario, obs, truth, rec, dataclasses.replace(base, seconds=seconds))
+    if cfg.utility:  # what the protection costs does not depend on whether this attack ran
+        from he_leak.utility import utility
+
+        acc, plain = utility(cfg, scenario, truth.extras["dataset"])
+        outcome = dataclasses.replace(
+            outcome, result=dataclasses.replace(outcome.result, utility=acc, utility_plain=plain)
+        )
+    return outcome
 
 
-def score(scenario: Scenario, obs: Observation, truth: Truth, rec: Reconstruction, base: Result) -> Outcome:
-    """Match recovered inputs to true ones, interpret them as plaintext and fill the Result's metrics."""
-    rec_x = rec.inputs.detach().cpu().double()
-    true_x = truth.inputs.double()
-    order = match(rec_x.numpy(), true_x.numpy())
-    rec = dataclasses.replace(
-        rec,
-        inputs=rec_x[order],
-        labels=None if rec.labels is None else rec.labels.detach().cpu()[order],
-    )
-    est = scenario.interpret(rec, truth)
-    plain = truth.plaintext.numpy()
-    fields: dict[str, object] = {"iterations": rec.iterations, "error": rec.error}
-    inputs_np, true_np = rec.inputs.numpy(), true_x.numpy()
-    fields["input_mse"] = mse(inputs_np, true_np)
-    fields["input_psnr"] = float(np.mean([psnr(a, b) for a, b in zip(inputs_np, true_np, strict=True)]))
-    if len(obs.input_shape) == 3:
-        fields["input_ssim"] = image_scores(inputs_np, true_np)["ssim"]
-    per_sample: list[float] = []
-    if obs.quantum:
-        per_sample = [symbol_exact(a, b, quantum=obs.quantum) for a, b in zip(inputs_np, true_np, strict=True)]
-        fields["symbol_exact"] = float(np.mean(per_sample))
-    if rec.labels is not None:
-        fields["label_correct"] = label_accuracy(rec.labels.numpy(), truth.labels.numpy())
-    panels = {"truth": plain}
-    if est.keyless is not None:
-        keyless = np.clip(est.keyless.detach().cpu().double().numpy(), 0, 1)
-        s = image_scores(keyless, plain)
-        fields.update(plaintext_mse=s["mse"], plaintext_psnr=s["psnr"], plaintext_ssim=s["ssim"])
-        fields["keyless_gain"] = s["psnr"] - truth.extras["mean_psnr"]
-        panels["keyless"] = keyless
-        if not obs.quantum:
-            per_sample = list(s["psnrs"])
-    if est.with_key is not None:
-        keyed = np.clip(est.with_key.detach().cpu().double().numpy(), 0, 1)
-        s = image_scores(keyed, plain)
-        fields.update(key_plaintext_psnr=s["psnr"], key_plaintext_ssim=s["ssim"])
-        panels["decrypted"] = keyed
-    if est.decrypts is not None:
-        fields["decrypts"] = bool(est.decrypts.all())
-    panels.update(scenario.panels(rec, truth))
-    threshold = scenario.threshold()
-    fields["recovered"] = int(sum(v >= threshold for v in per_sample)) if per_sample else None
-    result = dataclasses.replace(base, **fields)  # type: ignore[arg-type]
-    result = dataclasses.replace(result, success=scenario.success(result.to_dict()) and rec.error is None)
-    return Outcome(result, panels)
+def run_one(cfg: RunConfig, *, progress: Progress | None = None) -> Result:
+    """Run one attack and return its Result (the contract of docs/design.md)."""
+    return run_outcome(cfg, progress=progress).result

@@ -66,7 +66,7 @@ def test_run_one_records_failures(monkeypatch):
         raise AttackFailed("diverged at step 3")
 
     monkeypatch.setattr(ATTACKS["idlg"], "reconstruct", boom)
-    result = run_one(RunConfig(attack="idlg", model="lenet", data="digits")).result
+    result = run_one(RunConfig(attack="idlg", model="lenet", data="digits"))
     assert result.success is False and result.error == "AttackFailed: diverged at step 3"
     assert result.plaintext_psnr is None
 

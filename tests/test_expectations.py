@@ -16,7 +16,7 @@ def test_ci_expectations_hold(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (tmp_path / "report.md").read_text()
     assert "Verdict" in report or "verdict" in report
-    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 4
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 10
 
 
 def test_check_fails_on_unmet_expectation(tmp_path):

@@ -88,7 +88,7 @@ def test_ranks_in_info_match_the_audit():
 @pytest.mark.parametrize("name, spec", [("lenet", {}), ("convnet", {}), ("mlp", dict(hidden=(64,)))])
 def test_float32_gradients_through_the_runner(name, spec):
     cfg = RunConfig(attack="layerwise", model=name, data="digits", index=4, device="cpu", **spec)
-    result = run_one(cfg).result
+    result = run_one(cfg)
     assert result.error is None and result.success
     assert result.input_psnr >= FLOAT32_PSNR and result.label_correct == 1.0
 
@@ -138,6 +138,6 @@ def test_non_chain_models_are_refused():
 def test_ckks_input_view_is_recovered_exactly():
     """ckks-input (N=4096: 65536-dim bytes views): the recovered view rounds back to the ciphertext, decrypts."""
     cfg = RunConfig(scenario="ckks-input", attack="layerwise", model="mlp", hidden=(32,), data="digits", device="cpu")
-    result = run_one(cfg).result
+    result = run_one(cfg)
     assert result.symbol_exact == 1.0 and result.decrypts is True and result.success
     assert result.key_plaintext_psnr > 60

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from he_leak.config import RunConfig
-from he_leak.experiment import run_hash
 from he_leak.figures import experiment_figures, save_run_figure, to_images
 from he_leak.records import Result
 from he_leak.report import format_result, verdict, write_report
+from he_leak.store import run_hash
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -29,19 +29,21 @@ def row(scenario: str, attack: str, index: int, **metrics) -> dict:
 def rows() -> list[dict]:
     out = []
     for i in range(3):
-        out.append(row("plain", "dlg", i, plaintext_psnr=35.0 + i, plaintext_ssim=0.95, success=True, mean_psnr=11.0))
-        out.append(row("plain", "ig", i, plaintext_psnr=20.0 + i, plaintext_ssim=0.5, success=False, mean_psnr=11.0))
+        base = dict(mean_psnr=11.0, prior_psnr=12.0)
+        out.append(row("plain", "dlg", i, plaintext_psnr=35.0 + i, plaintext_ssim=0.95, success=True, **base))
+        out.append(row("plain", "ig", i, plaintext_psnr=20.0 + i, plaintext_ssim=0.5, success=False, **base))
         out.append(
             row(
                 "ckks-input", "analytic", i, encryptor="ckks", symbol_exact=1.0, input_psnr=99.0, decrypts=True,
                 key_plaintext_psnr=60.0, key_plaintext_ssim=0.999, plaintext_psnr=11.2, plaintext_ssim=0.1,
-                mean_psnr=11.0, success=True,
+                mean_psnr=11.0, prior_psnr=11.5, success=True,
             )
         )  # fmt: skip
         out.append(
             row(
                 "ckks-input", "dlg", i, encryptor="ckks", symbol_exact=0.4, input_psnr=12.0, decrypts=False,
-                plaintext_psnr=10.5, mean_psnr=11.0, success=False, error="AttackFailed: NaN" if i == 0 else None,
+                plaintext_psnr=10.5, mean_psnr=11.0, prior_psnr=11.5, success=False,
+                error="AttackFailed: NaN" if i == 0 else None,
             )
         )  # fmt: skip
     return out
@@ -58,25 +60,27 @@ def test_report_tables_and_verdict(tmp_path: Path, rows: list[dict]) -> None:
     assert path == tmp_path / "report.md"
     assert md.startswith("# HE question\n\nDoes it leak?")
     assert "### plain · encryptor none" in md and "### ckks-input · encryptor ckks" in md
-    assert "| attack | runs | success | plaintext PSNR (dB) |" in md
-    assert "| dlg | 3 | 3/3 (100%) | 36.00 | 0.950 |" in md
-    assert "| analytic | 3 | 3/3 (100%) | 11.20 | 0.100 | 99.00 | 1.0000 | 3/3 (100%) | 60.00 |" in md
-    assert "| ig | 3 | 0/3 (0%) | 21.00 | 0.500 | — |" in md  # no input_psnr → —
+    assert "| attack | runs | success | plaintext PSNR (dB) | prior PSNR (dB) |" in md
+    assert "| dlg | 3 | 3/3 (100%) | 36.00 | 12.00 | 0.950 |" in md
+    assert "| analytic | 3 | 3/3 (100%) | 11.20 | 11.50 | 0.100 | 99.00 | 1.0000 | 3/3 (100%) | 60.00 |" in md
+    assert "| ig | 3 | 0/3 (0%) | 21.00 | 12.00 | 0.500 | — |" in md  # no input_psnr → —
+    assert "## Which protection stops which attacker" in md and "| plain | sees the gradient | dlg |" in md
+    assert "| ckks-input · ckks | keyless | analytic | 11.2 | 11.5 | -0.3 |" in md
     assert "1 of 1 met" not in md and "1 of 2 met." in md and "**unmet**" in md
 
 
 def test_verdict_sentences_come_from_numbers(rows: list[dict]) -> None:
     lines = verdict(rows)
     plain, ckks = lines
-    assert plain.startswith("- **plain · encryptor none**")
+    assert plain.startswith("- **plain** —")
     assert "Best attack: dlg, which succeeded in 3 of 3 runs (others: ig 0/3)" in plain
     assert "median plaintext PSNR 36.0 dB" in plain
-    assert "beats guessing the dataset mean by 25.0 dB" in plain
+    assert "reveals 24.0 dB beyond the label" in plain and "label-blind dataset mean gives 11.0 dB" in plain
     assert "Best attack: analytic" in ckks
     assert "The model input (ciphertext view) is recovered: best median symbol_exact 1.0000 (analytic)" in ckks
     assert "A key holder can read it: the recovered input decrypts in 3 of 3 runs (analytic)" in ckks
     assert "median PSNR 60.0 dB" in ckks
-    assert "no better than guessing the dataset mean (+0.2 dB" in ckks
+    assert "nothing beyond the label (-0.3 dB" in ckks
     assert "1 of 6 runs ended with an error (first: AttackFailed: NaN)" in ckks
 
 
@@ -87,7 +91,7 @@ def test_verdict_without_mean_psnr_and_nothing_recovered() -> None:
     assert "One attack was run, dlg: it succeeded in 0 of 2 runs" in line
     assert "is not recovered" in line and "0 of 2 runs" in line
     assert "A key holder cannot read it" in line
-    assert "no dataset-mean baseline (mean_psnr)" in line
+    assert "no prior (prior_psnr)" in line
 
 
 def test_empty_report(tmp_path: Path) -> None:

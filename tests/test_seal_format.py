@@ -16,7 +16,7 @@ N_VALUES = 100
 
 @pytest.fixture(scope="module", params=["ckks", "bfv"])
 def enc(request: pytest.FixtureRequest) -> SealEncryptor:
-    return make_encryptor(request.param, n=N_VALUES, seed=0)
+    return make_encryptor(request.param, n=N_VALUES, key_seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +26,14 @@ def x() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def sealed(enc: SealEncryptor, x: np.ndarray) -> tuple[tenseal_proto.VectorProto, bytes]:
-    """TenSEAL's serialisation of one encrypted vector and its SEAL ciphertext blob (zstd-compressed by SEAL)."""
+    """One encrypted vector serialised as TenSEAL serialises vectors, and its SEAL ciphertext blob (zstd, by SEAL)."""
     msg = tenseal_proto.decode(enc.encrypt(x)[0].serialize())
     return msg, msg.ciphertexts[0]
 
 
 def _load(enc: SealEncryptor, msg: tenseal_proto.VectorProto, blob: bytes) -> np.ndarray:
-    """Decrypt ``blob`` after SEAL itself loaded it (via TenSEAL's vector deserialisation)."""
-    vec = enc._load_vector(tenseal_proto.encode(tenseal_proto.VectorProto(msg.sizes, (blob,), msg.scale)))
+    """Decrypt ``blob`` after SEAL itself loaded it (through the TenSEAL vector message)."""
+    vec = enc.load_vector(tenseal_proto.encode(tenseal_proto.VectorProto(msg.sizes, (blob,), msg.scale)))
     return enc.decrypt((vec,))
 
 

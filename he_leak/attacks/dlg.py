@@ -40,7 +40,7 @@ class DeepLeakage(Attack):
                 x, probs, used, loss = dlg_lbfgs(
                     obs.model, obs.gradients, input_shape=obs.input_shape, classes=obs.classes,
                     steps=self.iterations, seed=o.seed * 1000 + r, device=o.device, label=label, batch=obs.batch,
-                    bounds=obs.bounds,
+                    bounds=obs.bounds, loss=obs.loss, mask=obs.mask,
                     progress=o.progress,
                 )  # fmt: skip
             except AttackFailed as e:

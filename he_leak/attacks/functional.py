@@ -5,41 +5,44 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
+from he_leak.losses import LOSSES
 from he_leak.records import Observation
 
 
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy against hard labels (B,) or label distributions (B×classes)."""
-    if target.is_floating_point():
-        return -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
-    return nn.functional.cross_entropy(logits, target)
-
-
 class GradientModel:
-    """The observed model and its target gradient, on one device and dtype, as functions for torch.func."""
+    """The observed model, its loss and its target gradient (visible entries only), on one device and dtype, as
+    functions for torch.func."""
 
     def __init__(self, obs: Observation, *, device: torch.device, dtype: torch.dtype) -> None:
         self.model = obs.model
+        self.loss = LOSSES[obs.loss]
         self.params = {n: p.detach().to(device, dtype) for n, p in obs.model.named_parameters()}
         self.names = list(self.params)
-        self.target = [g.detach().to(device, dtype) for g in obs.gradients]
+        self.mask = None if obs.mask is None else [m.to(device) for m in obs.mask]
+        self.target = self._visible([g.detach().to(device, dtype) for g in obs.gradients])
         self.target_sq = sum(float((t * t).sum()) for t in self.target)
         self.device, self.dtype = device, dtype
 
+    def _visible(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Hidden (encrypted) entries set to zero, so they take no part in any distance."""
+        if self.mask is None:
+            return grads
+        return [g * m for g, m in zip(grads, self.mask, strict=True)]
+
     def grads(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        """Mean cross-entropy gradient wrt every parameter for a batch x (B×input_shape) with labels y."""
+        """The loss's batch-mean gradient wrt every parameter for x (B×input_shape) with labels or label
+        distributions y; hidden entries zeroed."""
 
         def loss(params: dict[str, torch.Tensor]) -> torch.Tensor:
-            return soft_cross_entropy(functional_call(self.model, params, (x,)), y)
+            return self.loss(functional_call(self.model, params, (x,)), y)
 
         g = grad(loss)(self.params)
-        return [g[n] for n in self.names]
+        return self._visible([g[n] for n in self.names])
 
     def cosine(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """1 − cosine similarity between the dummy gradient and the target, over all parameters."""
+        """1 − cosine similarity between the dummy gradient and the target, over the visible entries."""
         g = self.grads(x, y)
         dot = sum((a * b).sum() for a, b in zip(g, self.target, strict=True))
         norm = torch.sqrt(sum((a * a).sum() for a in g))

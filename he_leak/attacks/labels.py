@@ -1,15 +1,20 @@
 """Label recovery from the gradient of the last (output) linear layer.
 
-For cross-entropy the gradient at the logits of one sample is ``g = softmax(z) - onehot(y)``: every entry is positive
-except the true class's.  The last layer's bias gradient is the batch mean of these vectors and its weight gradient is
-``mean_n g_n h_nᵀ`` (``h_n`` the layer's input), so
+For every loss of :mod:`he_leak.losses` the gradient at the logits of one sample is ``g = φ(z) - onehot(y)`` with the
+loss's link φ (softmax for cross-entropy).  The last layer's bias gradient is the batch mean of these vectors and its
+weight gradient is ``mean_n g_n h_nᵀ`` (``h_n`` the layer's input), so
 
-* batch 1 (iDLG, Zhao et al. 2020): the label is the argmin of the bias gradient, or, without a bias, the one row of the
-  weight gradient whose direction is opposite to all the others;
-* batch B: ``B·(p̄ - ∂b) = Σ_n onehot(y_n)`` where ``p̄`` is the batch's mean softmax.  The attacker does not know
-  ``p̄``; it is estimated by the model's mean softmax on random inputs drawn in the box (the estimate is exact when
-  the model is confident in the same way on data and noise, and good enough to round for small batches).  Every class
-  with a negative bias-gradient entry is present at least once.  The counts are rounded so they sum to B.
+* batch 1, cross-entropy (iDLG, Zhao et al. 2020): softmax is positive, so the label is the argmin of the bias
+  gradient, or, without a bias, the one row of the weight gradient whose direction is opposite to all the others;
+* batch 1, other links (mse, poly-sigmoid: φ(z) is not confined to (0, 1)): the layer input is ``h = ∂Wᵀ∂b / ‖∂b‖²``,
+  so the logits ``z = W h + b`` are known and ``onehot(y) = φ(z) - ∂b``: the label is its argmax;
+* batch B: ``B·(φ̄ - ∂b) = Σ_n onehot(y_n)`` where ``φ̄`` is the batch's mean link output.  The attacker does not know
+  ``φ̄``; it is estimated by the model's mean link output on random inputs drawn in the box (the estimate is exact when
+  the model responds in the same way on data and noise, and good enough to round for small batches).  For
+  cross-entropy every class with a negative bias-gradient entry is present at least once.  The counts are rounded so
+  they sum to B.
+
+The output layer's gradient must be visible (``obs.mask``); when the aggregator hides it, no label is recovered.
 
 The recovered labels of a batch are returned sorted by class (gradients do not tell which sample has which label).
 """
@@ -22,6 +27,7 @@ import torch
 from torch import nn
 
 from he_leak.errors import AttackFailed
+from he_leak.losses import LOSSES
 from he_leak.records import Observation
 
 RANDOM_PROBES = 64  # random inputs used to estimate the model's mean softmax
@@ -36,7 +42,34 @@ def output_layer(obs: Observation) -> tuple[nn.Linear, int, int | None]:
     if last.out_features != obs.classes:
         raise AttackFailed(f"the last linear layer has {last.out_features} outputs but there are {obs.classes} classes")
     index = {id(p): i for i, p in enumerate(obs.model.parameters())}
-    return last, index[id(last.weight)], (index[id(last.bias)] if last.bias is not None else None)
+    iw, ib = index[id(last.weight)], (index[id(last.bias)] if last.bias is not None else None)
+    if obs.mask is not None:  # use only what the attacker sees: a hidden bias (or weight) cannot be used
+        if ib is not None and not bool(obs.mask[ib].all()):
+            ib = None
+        if ib is None and not bool(obs.mask[iw].all()):
+            raise AttackFailed("the output layer's gradient is hidden (encrypted): no label can be read from it")
+    return last, iw, ib
+
+
+def _partly_visible_single(obs: Observation) -> torch.Tensor | None:
+    """B=1, cross-entropy, part of the output bias hidden: the label is the visible negative entry, or the one hidden
+    entry when every visible entry is positive; None when the visible part does not decide."""
+    if obs.mask is None or obs.batch != 1 or obs.loss != "cross-entropy":
+        return None
+    last = [m for m in obs.model.modules() if isinstance(m, nn.Linear)][-1]
+    if last.bias is None:
+        return None
+    ib = {id(p): i for i, p in enumerate(obs.model.parameters())}[id(last.bias)]
+    seen, gb = obs.mask[ib].flatten(), obs.gradients[ib].flatten()
+    if bool(seen.all()):
+        return None
+    negative = (seen & (gb < 0)).nonzero().flatten()
+    hidden = (~seen).nonzero().flatten()
+    if len(negative) == 1:
+        return negative.reshape(1).long()
+    if len(negative) == 0 and len(hidden) == 1:
+        return hidden.reshape(1).long()
+    return None
 
 
 def _single_from_weight(gw: torch.Tensor) -> int:
@@ -52,10 +85,24 @@ def _single_from_weight(gw: torch.Tensor) -> int:
     return int(gw.sum(dim=1).argmin())
 
 
+def _single_from_logits(obs: Observation, last: nn.Linear, iw: int, ib: int | None) -> torch.Tensor:
+    """B=1, any link: h = ∂Wᵀ∂b/‖∂b‖², z = W h + b, onehot(y) = φ(z) − ∂b → its argmax."""
+    if ib is None:
+        raise AttackFailed(f"label recovery under the {obs.loss} loss needs a visible bias in the output layer")
+    gb, gw = obs.gradients[ib].double().flatten(), obs.gradients[iw].double()
+    norm = float(gb @ gb)
+    if norm == 0.0:
+        raise AttackFailed("the output layer's bias gradient is zero: no label can be read from it")
+    h = gw.T @ gb / norm
+    z = last.weight.detach().double() @ h + last.bias.detach().double()
+    onehot = LOSSES[obs.loss].link(z[None])[0] - gb
+    return onehot.argmax().reshape(1).long()
+
+
 @torch.no_grad()
-def mean_softmax(obs: Observation, *, probes: int = RANDOM_PROBES, seed: int = 0) -> tuple[torch.Tensor, float]:
-    """The model's mean softmax on random inputs drawn uniformly in the box, and the mean sum of the output layer's
-    input on them (used when the output layer has no bias)."""
+def mean_link(obs: Observation, *, probes: int = RANDOM_PROBES, seed: int = 0) -> tuple[torch.Tensor, float]:
+    """The model's mean link output (softmax for cross-entropy) on random inputs drawn uniformly in the box, and the
+    mean sum of the output layer's input on them (used when the output layer has no bias)."""
     gen = torch.Generator().manual_seed(seed)
     lo, hi = obs.bounds
     x = lo + (hi - lo) * torch.rand((probes, *obs.input_shape), generator=gen)
@@ -64,7 +111,7 @@ def mean_softmax(obs: Observation, *, probes: int = RANDOM_PROBES, seed: int = 0
     seen: list[torch.Tensor] = []
     handle = last.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
     try:
-        p = torch.softmax(obs.model(x.to(param.dtype)), dim=1).mean(0).double()
+        p = LOSSES[obs.loss].link(obs.model(x.to(param.dtype)).double()).mean(0)
     finally:
         handle.remove()
     return p, float(seen[0].flatten(1).sum(1).mean())
@@ -87,20 +134,26 @@ def label_counts(obs: Observation) -> torch.Tensor:
     """How many samples of each class the batch holds (length obs.classes, summing to obs.batch)."""
     _, iw, ib = output_layer(obs)
     b = obs.batch
-    p, h_sum = mean_softmax(obs)
+    p, h_sum = mean_link(obs)
     if ib is not None:
         gb = obs.gradients[ib].double().flatten()
     else:  # no bias: row sums of gW are mean_n g_{n,c}·(1ᵀh_n) ≈ (mean g)_c · (the probes' mean 1ᵀh)
         gb = obs.gradients[iw].double().sum(dim=1) / (h_sum if abs(h_sum) > 1e-12 else 1.0)
     raw = b * (p - gb)
-    floor = (gb < 0).long() if b >= int((gb < 0).sum()) else torch.zeros_like(gb, dtype=torch.long)
+    present = (gb < 0).long() if obs.loss == "cross-entropy" else torch.zeros_like(gb, dtype=torch.long)
+    floor = present if b >= int(present.sum()) else torch.zeros_like(gb, dtype=torch.long)
     return _round_counts(raw, b, floor)
 
 
 def recover_labels(obs: Observation) -> torch.Tensor:
     """Labels (int64, length obs.batch) recovered from the output layer's gradient; batches come back sorted."""
-    _, iw, ib = output_layer(obs)
+    partial = _partly_visible_single(obs)
+    if partial is not None:
+        return partial
+    last, iw, ib = output_layer(obs)
     if obs.batch == 1:
+        if obs.loss != "cross-entropy":
+            return _single_from_logits(obs, last, iw, ib)
         if ib is not None:
             return obs.gradients[ib].flatten().argmin().reshape(1).long()
         return torch.tensor([_single_from_weight(obs.gradients[iw].double())], dtype=torch.long)

@@ -11,7 +11,8 @@ For a weight layer ``z = W a + b`` (Linear, or Conv2d written with its unfolded 
   went through an invertible activation whose value (the next layer's input) was already reconstructed:
   ``z = act⁻¹(a_next)``.  For ReLU only the active units give a forward equation.
 
-Backward from the output: the last layer's bias gradient is ``δ_L = softmax(z_L) - onehot(y)``, so its input ``h``
+Backward from the output: the last layer's bias gradient is ``δ_L = φ(z_L) - onehot(y)`` (φ the loss's link, softmax
+for cross-entropy), so its input ``h``
 is the least-squares solution of ``∂W_L = δ_L hᵀ``; the logits ``z_L = W_L h + b_L`` then check ``δ_L`` against the
 label (from :func:`he_leak.attacks.labels.recover_labels`).  Going down, each layer's δ is ``δ = (∂z_next/∂a)ᵀ δ_next ⊙
 act'(z)`` — or, for a Linear layer with a bias, the bias gradient itself, which *is* δ for one sample (the propagated
@@ -37,10 +38,11 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from he_leak.attacks.analytic import _project_if_exact
+from he_leak.attacks.analytic import project_if_exact
 from he_leak.attacks.base import ATTACKS, Attack, project
 from he_leak.attacks.labels import recover_labels
 from he_leak.errors import AttackFailed
+from he_leak.losses import LOSSES
 from he_leak.records import Observation, Reconstruction
 
 RANK_TOL = 1e-9  # singular values below this fraction of the largest count as zero (dense solve)
@@ -296,6 +298,8 @@ class Layerwise(Attack):
                 f"layerwise reconstructs one input (batch 1), not a batch of {obs.batch}: the per-sample δ's of a "
                 "batch are not linear unknowns; use --attack analytic for batches"
             )
+        if obs.mask is not None and not all(bool(m.all()) for m in obs.mask):
+            raise AttackFailed("layerwise needs every layer's gradient; part of it is hidden (encrypted) here")
         steps = chain(obs)
         grads = [g.detach().cpu().double() for g in obs.gradients]
         labels = recover_labels(obs)
@@ -351,8 +355,8 @@ class Layerwise(Attack):
                 z, mask = z_known
                 row["residual_forward"] = _relative((out.detach().flatten() - z.flatten())[mask.flatten()], z)
             out = out.detach()
-            if depth == 0:  # the output check: softmax(W h + b) - onehot(label) against the observed δ
-                p = torch.softmax(out.flatten(), 0)
+            if depth == 0:  # the output check: φ(W h + b) - onehot(label) against the observed δ
+                p = LOSSES[obs.loss].link(out.reshape(1, -1))[0]
                 p[int(labels[0])] -= 1
                 row["output_check"] = _relative(p - delta, delta)
             layers.append(row)
@@ -384,7 +388,7 @@ class Layerwise(Attack):
         if deficient:
             x, projected = project(x, obs), True
         else:
-            x, projected = _project_if_exact(x, obs)
+            x, projected = project_if_exact(x, obs)
         loss = max(max(r["residual_gradient"], r.get("residual_forward", 0.0)) for r in layers)
         info = {
             "layers": layers,

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from he_leak.attacks.functional import soft_cross_entropy
 from he_leak.attacks.lbfgs import Minimizer
 from he_leak.errors import AttackFailed
+from he_leak.losses import LOSSES
 
 Progress = Callable[[int, int, float], None]  # (step, total, loss) -> None
 Monitor = Callable[[int, torch.Tensor], bool | None]  # (step, inputs) -> True to stop (bookkeeping only)
@@ -65,6 +65,8 @@ def dlg_lbfgs(
     history_size: int = HISTORY,
     progress: Progress | None = None,
     monitor: Monitor | None = None,
+    loss: str = "cross-entropy",
+    mask: Sequence[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
     """Recover the inputs whose gradient matches ``target_grads`` (the mean cross-entropy gradient over a batch).
 
@@ -72,6 +74,8 @@ def dlg_lbfgs(
     ``label=None`` optimises soft labels jointly (DLG); a label tensor (B integer classes) fixes them (iDLG).
     Each of ``steps`` steps is one ``LBFGS.step`` (up to ``max_iter`` iterations with a strong-Wolfe line search).
     ``monitor`` (bookkeeping, e.g. a benchmark watching the PSNR) sees the inputs after every step; True stops.
+    ``loss`` names the training loss (he_leak.losses); ``mask`` (True = visible) restricts the match to the entries
+    the attacker sees.
 
     Returns (inputs B×input_shape in ``dtype``, label probabilities B×classes, steps used, final loss divided by the
     mean layer norm: Σ_l w_l ‖g_l − t_l‖² / mean_l ‖t_l‖²). Raises AttackFailed on a non-finite loss.
@@ -82,6 +86,9 @@ def dlg_lbfgs(
         t.shape != p.shape for t, p in zip(target_grads, params0, strict=True)
     ):
         raise AttackFailed("the target gradients do not match the model's parameters (count or shapes)")
+    training_loss = LOSSES[loss]
+    if mask is not None:
+        target_grads = [t * m for t, m in zip(target_grads, mask, strict=True)]
     norms = [float((t.double() ** 2).sum()) for t in target_grads]
     norm = sum(norms)
     if not math.isfinite(norm) or norm <= 0:
@@ -103,7 +110,7 @@ def dlg_lbfgs(
     phases = [dtype] if dtype == torch.float64 else [dtype, torch.float64]
     loss, used = math.inf, 0
     for phase, dt in enumerate(phases):
-        run = _Phase(model, target_grads, weights, label, classes, dt, device)
+        run = _Phase(model, target_grads, weights, label, classes, dt, device, training_loss, mask)
         x, y_logits, loss, used, done = run.optimise(
             x, y_logits, used=used, steps=steps, stop_below=tol * scale, scale=scale, max_iter=max_iter,
             history_size=history_size, progress=progress, monitor=monitor,
@@ -116,19 +123,24 @@ def dlg_lbfgs(
 class _Phase:
     """One precision phase of `dlg_lbfgs`: the model, targets and dummies in one dtype, optimised by L-BFGS."""
 
-    def __init__(self, model, target_grads, weights, label, classes, dtype, device) -> None:
+    def __init__(self, model, target_grads, weights, label, classes, dtype, device, loss, mask) -> None:
         self.net = copy.deepcopy(model).to(device=device, dtype=dtype)
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.targets = [g.detach().to(device=device, dtype=dtype) for g in target_grads]
+        self.masks = [None] * len(self.targets) if mask is None else [m.to(device=device, dtype=dtype) for m in mask]
         self.weights, self.label, self.classes, self.dtype, self.device = weights, label, classes, dtype, device
+        self.loss = loss
 
     def distance(self, x: torch.Tensor, y_logits: torch.Tensor) -> torch.Tensor:
-        """The balanced squared gradient distance, differentiable in x and y_logits."""
+        """The balanced squared gradient distance over the visible entries, differentiable in x and y_logits."""
         out = self.net(x)
         target = F.softmax(y_logits, -1) if self.label is None else self.label
-        loss = soft_cross_entropy(out, target)
-        grads = torch.autograd.grad(loss, self.params, create_graph=True)
-        return sum(w * ((g - t) ** 2).sum() for g, t, w in zip(grads, self.targets, self.weights, strict=True))
+        grads = torch.autograd.grad(self.loss(out, target), self.params, create_graph=True)
+        total = 0
+        for g, t, w, m in zip(grads, self.targets, self.weights, self.masks, strict=True):
+            diff = g - t if m is None else (g - t) * m
+            total = total + w * (diff**2).sum()
+        return total
 
     def optimise(self, x, y_logits, *, used, steps, stop_below, scale, max_iter, history_size, progress, monitor):
         """Run until the tolerance, the step budget, a monitor stop (done=True) or a stall (done=False)."""

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from he_leak import defences
 from he_leak.config import RunConfig
+from he_leak.errors import ConfigError
+from he_leak.losses import LOSSES
 from he_leak.records import Observation, Reconstruction, Truth
 from he_leak.registry import Registry
+from he_leak.seeds import derive
 
 SCENARIOS: Registry = Registry("scenario")
 
@@ -23,6 +27,27 @@ class Estimates:
     keyless: torch.Tensor | None  # the attacker's own best estimate of the plaintext
     with_key: torch.Tensor | None = None  # a key holder's decryption of the recovered input
     decrypts: torch.Tensor | None = None  # per sample: did the recovered input decrypt at all
+    by_learner: dict[str, torch.Tensor] = field(default_factory=dict)  # every keyless learner's estimate
+    chosen: str | None = None  # the learner the attacker picked (by its own validation error)
+
+
+@dataclass(frozen=True)
+class SampleScores:
+    """One matched sample's scores, for the scenario's per-sample recovery rule."""
+
+    plaintext_psnr: float | None  # the attacker's keyless estimate vs the plaintext
+    view_exact: bool | None = None  # quantised views: every symbol of the recovered view is right
+    decrypts: bool | None = None
+    key_psnr: float | None = None  # the key holder's decryption vs the plaintext
+    key_error: float | None = None  # its largest absolute error
+
+
+# Options that only some scenarios use: set on another scenario they are refused, never silently ignored.
+SCENARIO_OPTIONS = {
+    "encryptor": "--encryptor", "encryptor_params": "--he", "insecure": "--insecure", "clients": "--clients",
+    "role": "--role", "encrypt_fraction": "--encrypt-fraction", "select": "--select",
+    "encrypt_layers": "--encrypt-layers", "train_steps": "--train-steps",
+}  # fmt: skip
 
 
 class Scenario(ABC):
@@ -31,10 +56,55 @@ class Scenario(ABC):
     name: str = "scenario"
     encryptor: str | None = None
     insecure: bool | None = None
-    success_metric: str = "plaintext_psnr"
+    default_loss: str = "cross-entropy"
+    losses: tuple[str, ...] = ("cross-entropy", "mse", "poly-sigmoid")  # the losses this scenario can train with
+    options: frozenset[str] = frozenset()  # which of SCENARIO_OPTIONS this scenario uses
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
+        self.loss = cfg.loss or self.default_loss
+        LOSSES[self.loss]  # unknown names fail here, before any work
+        if self.loss not in self.losses:
+            raise ConfigError(f"scenario {self.name} cannot train with the {self.loss} loss; use --loss "
+                              f"{' or '.join(self.losses)}")  # fmt: skip
+        defaults = RunConfig()
+        for name, flag in SCENARIO_OPTIONS.items():
+            if name not in self.options and getattr(cfg, name) != getattr(defaults, name):
+                raise ConfigError(f"{flag} does not apply to scenario {self.name}; drop it or pick a scenario that "
+                                  f"uses it ({', '.join(sorted(o for o in _users(name)))})")  # fmt: skip
+        if "insecure" in cfg.encryptor_params:
+            raise ConfigError("set insecure parameters with --insecure (insecure = true in a TOML), not --he insecure")
+
+    @property
+    def samples(self) -> int:
+        """How many dataset samples one run draws (he-aggregate: one batch per client)."""
+        return self.cfg.batch
+
+    def check(self, spec) -> None:
+        """Cheap checks of the model this scenario will run (before a sweep starts); ConfigError when unusable."""
+        return None
+
+    def decoder_samples(self, image_shape: tuple[int, ...]) -> int:
+        """How many chosen plaintexts the attacker's keyless decoder encrypts (for the memory estimate); 0: none."""
+        return 0
+
+    @property
+    def defences(self) -> dict[str, float]:
+        """The gradient defences this run applies (clip, prune, noise), in order."""
+        return defences.active({"clip": self.cfg.clip, "prune": self.cfg.prune, "noise": self.cfg.noise})
+
+    def share(self, grads: tuple[torch.Tensor, ...], *, client: int = 0) -> tuple[torch.Tensor, ...]:
+        """What a client shares of its gradient: the configured defences applied (its own noise seed)."""
+        return defences.apply(grads, self.defences, seed=derive(self.cfg.seed, "client", client, "defence"))
+
+    def training_inputs(self, images: np.ndarray) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """The model inputs of a whole dataset (N × input_shape, indexable by a LongTensor) and their shape, for the
+        utility measurement; plaintext images by default."""
+        return torch.from_numpy(images), tuple(images.shape[1:])
+
+    def he_params(self) -> dict[str, object] | None:
+        """The HE parameters used (for the Result), None without HE."""
+        return None
 
     @abstractmethod
     def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -45,26 +115,29 @@ class Scenario(ABC):
         """The attacker's Observation, and the Truth kept aside for scoring."""
 
     @abstractmethod
-    def interpret(self, rec: Reconstruction, truth: Truth) -> Estimates:
-        """Plaintext estimates from the reconstructed inputs (the Truth only supplies image shape / key-holder data)."""
+    def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None) -> Estimates:
+        """Plaintext estimates from the reconstructed inputs and the labels the attacker recovered (None: none);
+        the Truth only supplies image shapes, the attacker's public data pool and key-holder data."""
 
-    def threshold(self) -> float:
-        """The success threshold on `success_metric`, from the run's config."""
-        return self.cfg.success_psnr
-
-    def success(self, row: dict[str, object]) -> bool:
-        """The run's success criterion (DESIGN.md): `success_metric` at or above the configured threshold."""
-        value = row.get(self.success_metric)
-        return isinstance(value, float | int) and value >= self.threshold()
+    def recovered(self, sample: SampleScores) -> bool:
+        """Per-sample recovery (DESIGN.md): the attacker's plaintext estimate reaches success_psnr."""
+        return sample.plaintext_psnr is not None and sample.plaintext_psnr >= self.cfg.success_psnr
 
     def panels(self, rec: Reconstruction, truth: Truth) -> dict[str, np.ndarray]:
         """Extra images (B×C×H×W in [0,1]) for figures, e.g. ciphertext views drawn as images."""
         return {}
 
 
-def shared_gradient(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The mean cross-entropy gradient over the batch, one tensor per parameter (what a client shares)."""
+def _users(option: str) -> list[str]:
+    """The registered scenarios that use `option`."""
+    return [name for name, cls in SCENARIOS.items() if option in cls.options] or ["none"]
+
+
+def shared_gradient(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, loss: str = "cross-entropy"
+) -> tuple[torch.Tensor, ...]:
+    """The batch-mean gradient of `loss` (he_leak.losses), one tensor per parameter (what a client computes)."""
     model.zero_grad(set_to_none=True)
-    loss = nn.functional.cross_entropy(model(inputs), labels)
-    grads = torch.autograd.grad(loss, [p for p in model.parameters()])
+    value = LOSSES[loss](model(inputs), labels)
+    grads = torch.autograd.grad(value, [p for p in model.parameters()])
     return tuple(g.detach() for g in grads)

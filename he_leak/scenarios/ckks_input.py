@@ -1,9 +1,15 @@
 """Scenario `ckks-input`: the client encrypts its input and the model is trained on the ciphertext view as data.
 
 The attacker sees the plaintext gradient of that model and recovers a ciphertext view. It is scored against the true
-view, after decryption by a key holder, and through the attacker's own keyless decoder (ridge regression from view to
-plaintext, fitted on ciphertexts the attacker made itself with the public key, or — for encryptions without a public
-key — on chosen-plaintext encryptions the client hands over)."""
+view, after decryption by a key holder, and through the attacker's own keyless decoders (he_leak.scenarios.keyless:
+label-aware ridge and k-NN from view to plaintext, fitted on ciphertexts the attacker made itself with the public key,
+or — for encryptions without a public key — on chosen-plaintext encryptions the client hands over). The attacker's
+chosen plaintexts are the dataset's other images (never the attacked ones), topped up with mixtures of them; when the
+dataset holds no other image (a one-image user file), uniform random images in [0, 1].
+
+A sample counts as recovered only when its view is exact (every symbol, for quantised views) and the key holder's
+decryption of it is within the scheme's precision of the plaintext (continuous views: key-holder PSNR ≥ success_psnr).
+"""
 
 from __future__ import annotations
 
@@ -11,17 +17,18 @@ import math
 
 import numpy as np
 import torch
-from sklearn.linear_model import RidgeCV
 from torch import nn
 
 from encryptors import make_encryptor
-from he_leak.data import load_dataset
 from he_leak.errors import CiphertextError, ConfigError
 from he_leak.records import Observation, Reconstruction, Truth
-from he_leak.scenarios.base import SCENARIOS, Estimates, Scenario, shared_gradient
+from he_leak.scenarios.base import SCENARIOS, Estimates, SampleScores, Scenario, shared_gradient
+from he_leak.scenarios.keyless import KeylessDecoder, chosen_plaintexts
+from he_leak.seeds import derive
 
-DECODER_SAMPLES = 200  # chosen dataset images the attacker encrypts to fit its keyless decoder ...
-DECODER_EXTRA = 64  # ... topped up to n + 64 (mixtures of two of them plus zero-mean noise: same mean, full rank)
+DECODER_EXTRA = 64  # chosen plaintexts: n + 64 (a linear scheme is then over-determined) ...
+DECODER_VALUES = 3136 * 3072  # ... but at most this many plaintext values in all (photos: 3136 images of 3072) ...
+DECODER_MIN = 256  # ... and at least this many images (a 64×64 RGB image gets 784: a linear scheme stays open)
 DECRYPT_RANGE = 2.0  # a decryption outside [-2, 3] is garbage, not an image in [0,1]
 
 
@@ -34,17 +41,27 @@ def as_image(flat: np.ndarray) -> np.ndarray:
     return np.clip(out.reshape(b, 1, side, side), 0, 1)
 
 
+class ByteViews:
+    """Quantised views stored as uint8 codes; indexing returns float32 views."""
+
+    def __init__(self, codes: np.ndarray, quantum: float) -> None:
+        self.codes, self.quantum = torch.from_numpy(codes), quantum
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        return self.codes[index].float() * self.quantum
+
+
 @SCENARIOS.register("ckks-input")
 class CkksInput(Scenario):
     """Model trained on encrypted inputs with plaintext weights; the attacker sees the plaintext gradient."""
 
     name = "ckks-input"
+    options = frozenset({"encryptor", "encryptor_params", "insecure"})
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self.encryptor = cfg.encryptor or "ckks"
         self.enc = None
-        self.decoder: RidgeCV | None = None
 
     def _params(self) -> dict:
         params = dict(self.cfg.encryptor_params)
@@ -54,7 +71,8 @@ class CkksInput(Scenario):
 
     def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         self.image_shape = tuple(image_shape)
-        self.enc = make_encryptor(self.encryptor, n=math.prod(image_shape), seed=self.cfg.seed, **self._params())
+        n = math.prod(image_shape)
+        self.enc = make_encryptor(self.encryptor, n=n, key_seed=derive(self.cfg.seed, "key"), **self._params())
         self.insecure = bool(self.enc.describe().get("insecure", False))
         return (self.enc.view_size,)
 
@@ -62,12 +80,8 @@ class CkksInput(Scenario):
     def quantum(self) -> float | None:
         return self.enc.view_quantum
 
-    @property
-    def success_metric(self) -> str:  # type: ignore[override]
-        return "symbol_exact" if self.quantum else "input_psnr"
-
-    def threshold(self) -> float:
-        return self.cfg.success_symbol_exact if self.quantum else self.cfg.success_psnr
+    def he_params(self) -> dict[str, object] | None:
+        return self.enc.describe()
 
     def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[Observation, Truth]:
         if self.enc is None:
@@ -76,40 +90,61 @@ class CkksInput(Scenario):
         views = torch.from_numpy(np.stack([self.enc.view(h) for h in hidden])).float()
         obs = Observation(
             model=model,
-            gradients=shared_gradient(model, views, labels),
+            gradients=self.share(shared_gradient(model, views, labels, loss=self.loss)),
             input_shape=(self.enc.view_size,),
             batch=len(images),
             classes=self.cfg.classes,
             bounds=self.enc.view_bounds,
             quantum=self.quantum,
-            public=self.enc.public(),
+            public=self.enc.public(seed=derive(self.cfg.seed, "attacker")),
+            loss=self.loss,
         )
         return obs, Truth(inputs=views, labels=labels, plaintext=images, extras={"hidden": hidden})
 
-    def _fit_decoder(self, exclude: set[int]) -> RidgeCV:
-        """The attacker's keyless decoder: ridge regression from views to plaintexts of chosen images."""
-        ds = load_dataset(self.cfg.data)
-        rng = np.random.default_rng(self.cfg.seed + 7919)
-        pool = np.array([i for i in range(len(ds)) if i not in exclude])
-        chosen = rng.choice(pool, size=min(DECODER_SAMPLES, len(pool)), replace=False)
-        plains = ds.images[chosen].reshape(len(chosen), -1).astype(np.float64)
-        n = plains.shape[1]
-        extra = max(0, n + DECODER_EXTRA - len(plains))
-        a, b = plains[rng.integers(len(plains), size=(2, extra))]
-        mix = rng.random((extra, 1))
-        noise = rng.uniform(-0.1, 0.1, (extra, n))
-        plains = np.concatenate([plains, np.clip(mix * a + (1 - mix) * b + noise, 0.0, 1.0)])
-        pub = self.enc.public()
-        maker = pub if pub.has_public_key else self.enc  # no public key: the client encrypts chosen plaintexts
-        views = np.stack([maker.view(maker.encrypt(p)) for p in plains]).astype(np.float64)
-        return RidgeCV(alphas=np.logspace(-6, 6, 13)).fit(views, plains)
+    def training_inputs(self, images: np.ndarray) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Every image encrypted once under the client's key, as views (kept as byte codes when the view is
+        quantised: a quarter of the memory)."""
+        views = [self.enc.view(self.enc.encrypt(img.reshape(-1).astype(np.float64))) for img in images]
+        if self.quantum:
+            return ByteViews(np.rint(np.stack(views) / self.quantum).astype(np.uint8), self.quantum), (
+                self.enc.view_size,
+            )
+        return torch.from_numpy(np.stack(views)), (self.enc.view_size,)
 
-    def interpret(self, rec: Reconstruction, truth: Truth) -> Estimates:
-        exclude = {(self.cfg.index + i) for i in range(self.cfg.batch)}
-        self.decoder = self.decoder or self._fit_decoder(exclude)
+    def decoder_samples(self, image_shape: tuple[int, ...]) -> int:
+        n = math.prod(image_shape)
+        return min(n + DECODER_EXTRA, max(DECODER_MIN, DECODER_VALUES // n))
+
+    def fit_decoder(self, truth: Truth) -> KeylessDecoder:
+        """The attacker's keyless decoders, fitted on chosen plaintexts it encrypts itself (public-key schemes) or
+        has the client encrypt (keyless schemes); the attacked samples are never among them."""
+        ds, prior = truth.extras["dataset"], truth.extras["prior"]
+        keep = np.setdiff1d(np.arange(len(ds)), truth.extras["targets"])
+        n = math.prod(self.image_shape)
+        count = self.decoder_samples(self.image_shape)
+        seed = derive(self.cfg.seed, "attacker", "decoder")
+        plains, soft = chosen_plaintexts(
+            ds.images[keep], ds.labels[keep], count=count, classes=self.cfg.classes, seed=seed,
+            fallback=lambda k, rng: rng.random((k, n)),
+        )  # fmt: skip
+        pub = self.enc.public(seed=derive(self.cfg.seed, "attacker", "decoder"))
+        maker = pub if pub.has_public_key else self.enc  # no public key: the client encrypts chosen plaintexts
+        views = (maker.view(maker.encrypt(p)) for p in plains)
+        means = prior.class_means.reshape(self.cfg.classes, -1)
+        return KeylessDecoder(classes=self.cfg.classes, seed=seed).fit(views, plains, soft, means)
+
+    def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None) -> Estimates:
+        decoder = self.fit_decoder(truth)
+        prior = truth.extras["prior"]
         views = rec.inputs.detach().cpu().double().numpy()
         shape = truth.plaintext.shape
-        keyless = torch.from_numpy(self.decoder.predict(views)).reshape(shape)
+        if labels is None:
+            soft = np.repeat((prior.class_counts / max(prior.class_counts.sum(), 1))[None], len(views), axis=0)
+        else:
+            soft = np.eye(self.cfg.classes)[np.asarray(labels, int)]
+        guess = prior.images(labels, len(views)).reshape(len(views), -1)
+        estimate = decoder.predict(views, soft, guess)
+        keyless = {k: torch.from_numpy(v).reshape(shape) for k, v in estimate.by_learner.items()}
         decrypted, ok = [], []
         for v in views:
             try:
@@ -120,7 +155,19 @@ class CkksInput(Scenario):
             decrypted.append(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0))
             ok.append(good)
         with_key = torch.from_numpy(np.stack(decrypted)).reshape(shape)
-        return Estimates(keyless=keyless, with_key=with_key, decrypts=torch.tensor(ok))
+        return Estimates(
+            keyless=keyless[estimate.chosen], with_key=with_key, decrypts=torch.tensor(ok), by_learner=keyless,
+            chosen=estimate.chosen,
+        )  # fmt: skip
+
+    def recovered(self, sample: SampleScores) -> bool:
+        """Quantised views: every symbol exact and the decryption within the scheme's precision; continuous views:
+        the key holder's PSNR reaches success_psnr."""
+        if not sample.decrypts:
+            return False
+        if self.quantum:
+            return bool(sample.view_exact) and sample.key_error is not None and sample.key_error <= self.enc.precision
+        return sample.key_psnr is not None and sample.key_psnr >= self.cfg.success_psnr
 
     def panels(self, rec: Reconstruction, truth: Truth) -> dict[str, np.ndarray]:
         return {

@@ -19,15 +19,16 @@ class Plain(Scenario):
         return tuple(image_shape)
 
     def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[Observation, Truth]:
-        grads = shared_gradient(model, images, labels)
+        grads = self.share(shared_gradient(model, images, labels, loss=self.loss))
         obs = Observation(
             model=model,
             gradients=grads,
             input_shape=tuple(images.shape[1:]),
             batch=len(images),
             classes=self.cfg.classes,
+            loss=self.loss,
         )
         return obs, Truth(inputs=images, labels=labels, plaintext=images)
 
-    def interpret(self, rec: Reconstruction, truth: Truth) -> Estimates:
+    def interpret(self, rec: Reconstruction, truth: Truth, labels=None) -> Estimates:
         return Estimates(keyless=rec.inputs.reshape(truth.plaintext.shape))

@@ -1,0 +1,114 @@
+"""The engine interface: an engine takes chunks of runs from a Work queue, executes them somewhere and yields
+events — finished runs' Records, runs lost with a dead worker, or a tick while nothing finished. The driver (he_leak.
+sweep) stores the records and decides what to do with lost runs; engines never write results."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from he_leak.config import RunConfig
+from he_leak.work import Record, Runner, Step
+
+TICK_SECONDS = 0.5  # how often an engine reports that it is still waiting (the live line and heartbeats)
+CHUNK_SECONDS = 0.5  # target wall time of one chunk: per-task overhead (~ms) stays below 1% of the work
+MAX_CHUNK = 256  # runs per chunk at most
+BATCH_SECONDS = 0.1  # finished runs are delivered together at least this often (one write and fsync per batch)
+TAIL_SHARE = 2  # a chunk takes at most 1/(TAIL_SHARE·slots) of what is left, so the last chunks stay balanced
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Runs finished (with a result or a failed row), delivered together so the driver stores them with one write."""
+
+    records: tuple[Record, ...]
+
+
+@dataclass(frozen=True)
+class Lost:
+    """Runs that did not finish because their worker died (killed, out of memory, a lost Ray task)."""
+
+    configs: tuple[RunConfig, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Nothing finished for TICK_SECONDS: a chance to refresh the display."""
+
+
+Event = Finished | Lost | Tick
+
+
+class Work:
+    """The runs still to hand out, in chunks sized from the wall time of the runs seen so far: one run per chunk
+    until a run has finished, then about CHUNK_SECONDS of runs, so that cheap runs are not dominated by the
+    engine's per-task overhead and slow runs still spread over every worker. Retried runs go first, one per chunk."""
+
+    def __init__(self, configs: Sequence[RunConfig], *, slots: int) -> None:
+        self.queue: deque[RunConfig] = deque(configs)
+        self.retries: deque[RunConfig] = deque()
+        self.slots = max(1, slots)
+        self.seen = 0
+        self.wall = 0.0
+
+    def __len__(self) -> int:
+        return len(self.queue) + len(self.retries)
+
+    def chunk_size(self) -> int:
+        """How many runs the next chunk holds."""
+        if not self.seen:
+            return 1
+        mean = max(self.wall / self.seen, 1e-6)
+        balanced = math.ceil(len(self.queue) / (TAIL_SHARE * self.slots))
+        return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / mean), balanced))
+
+    def take(self) -> tuple[RunConfig, ...] | None:
+        """The next chunk, or None when nothing is left to hand out."""
+        if self.retries:
+            return (self.retries.popleft(),)
+        if not self.queue:
+            return None
+        return tuple(self.queue.popleft() for _ in range(min(self.chunk_size(), len(self.queue))))
+
+    def observe(self, record: Record) -> None:
+        """A run finished: its wall time refines the chunk size."""
+        self.seen += 1
+        self.wall += record.wall
+
+    def retry(self, cfg: RunConfig) -> None:
+        """Hand this run out again, alone (it was lost with its worker)."""
+        self.retries.append(cfg)
+
+
+class Engine(ABC):
+    """Executes runs. Built cheaply (options checked, nothing started); `run` starts workers on first use; `close`
+    stops them (at once, also in the middle of a run, e.g. after Ctrl-C)."""
+
+    name: str = "engine"
+    slots: int = 1  # runs executing at once
+    checks_local_devices: bool = True  # runs execute on this machine: its CUDA decides what device = "cuda" can do
+
+    def __init__(self, *, runner: Runner | None = None) -> None:
+        self.runner = runner
+
+    @abstractmethod
+    def run(self, work: Work, *, step: Step | None = None) -> Iterator[Event]:
+        """Execute everything `work` hands out, yielding events as they happen; returns when work is empty and
+        nothing is in flight. `step` receives an in-process attack's progress (engines that can report it)."""
+
+    def close(self) -> None:  # noqa: B027  (an engine without workers has nothing to stop)
+        """Stop the workers (idempotent)."""
+
+    def describe(self) -> str:
+        """e.g. ``local, 2 workers`` for the summary."""
+        return f"{self.name}, {self.slots} worker{'s' if self.slots != 1 else ''}"
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

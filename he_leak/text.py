@@ -1,0 +1,41 @@
+"""Small text helpers shared by the experiment pipeline: one-line error messages, short numbers, run names."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from he_leak.config import RunConfig
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error (or text) as one line: the CLI prints exactly one line per problem."""
+    return " ".join(str(error).split())
+
+
+def num(value: float | None) -> str:
+    """A number in 4 significant digits, or an em dash for None."""
+    return "—" if value is None else f"{value:.4g}"
+
+
+def show(value: Any) -> str:
+    """A config value as written in an experiment file (lists and tables as JSON)."""
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def describe_run(cfg: RunConfig, varying: Iterable[str] = ()) -> str:
+    """e.g. ``plain · dlg · lenet · digits #0 · seed 0`` plus the other fields that vary across the experiment."""
+    text = f"{cfg.scenario} · {cfg.attack} · {cfg.model} · {cfg.data} #{cfg.index} · seed {cfg.seed}"
+    key = cfg.key()
+    shown = {"scenario", "attack", "model", "data", "index", "seed"}
+    extra = [f"{k}={show(key[k])}" for k in varying if k not in shown]
+    return text + (" · " + " ".join(extra) if extra else "")
+
+
+def varying_fields(runs: Sequence[RunConfig]) -> list[str]:
+    """The RunConfig fields whose value differs between runs (shown in progress lines)."""
+    keys = [cfg.key() for cfg in runs]
+    names = [f.name for f in dataclasses.fields(RunConfig)]
+    return [k for k in names if len({json.dumps(key[k], sort_keys=True) for key in keys}) > 1]

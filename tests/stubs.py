@@ -1,0 +1,172 @@
+"""Shared test doubles for the experiment pipeline: a truth-free stub attack, a fake runner with numbers derived
+from the config, runners that kill their worker, and small experiment files. Importable by spawned pool workers and
+Ray workers (the tests put this folder on their path)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from he_leak.attacks.base import ATTACKS, Attack
+from he_leak.config import RunConfig
+from he_leak.records import Observation, Reconstruction, Result
+from he_leak.runner import Outcome, run_outcome
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+STUBS = ("stub-half", "stub-other")
+TIMING_KEYS = ("seconds", "he_seconds")  # differ between two executions of the same run; everything else must not
+
+CHEAP = """
+name = "cheap"
+description = "closed-form attack on a small MLP: milliseconds per run"
+[fixed]
+scenario = "plain"
+attack = "analytic"
+model = "mlp"
+hidden = [32]
+data = "digits"
+[[grid]]
+index = {indices}
+seed = {seeds}
+"""
+
+
+def cheap_grid(tmp_path: Path, *, indices: int, seeds: int = 1, name: str = "cheap.toml") -> Path:
+    """An experiment of indices × seeds real, cheap runs (plain · analytic · mlp · digits)."""
+    return write(tmp_path, CHEAP.format(indices=list(range(indices)), seeds=list(range(seeds))), name)
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def without_timings(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in TIMING_KEYS}
+
+
+class HalfAttack(Attack):
+    """Truth-free stub: every input value 0.5."""
+
+    name = "stub-half"
+    default_iterations = 1
+
+    def reconstruct(self, obs: Observation) -> Reconstruction:
+        self.report(1, 0.0)
+        return Reconstruction(inputs=torch.full((obs.batch, *obs.input_shape), 0.5), iterations=1)
+
+
+@pytest.fixture()
+def stub_attacks():
+    """Register the stub attacks for the test (names are checked against the registry) and remove them after."""
+    added = [name for name in STUBS if name not in ATTACKS]
+    for name in added:
+        ATTACKS[name] = HalfAttack
+    yield
+    for name in added:
+        ATTACKS.pop(name, None)
+
+
+class CountingRunner:
+    """A fake run_outcome: deterministic numbers from the config, no model, counts its calls."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.calls: list[RunConfig] = []
+        self.fail_on = fail_on
+
+    def __call__(self, cfg: RunConfig, progress=None) -> Outcome:
+        self.calls.append(cfg)
+        if progress is not None:
+            progress(1, 1, 0.5)
+        if self.fail_on is not None and cfg.index == self.fail_on:
+            raise RuntimeError("diverged")
+        psnr = 10.0 + 10 * cfg.index + (5.0 if cfg.attack == "stub-other" else 0.0)
+        result = Result(
+            scenario=cfg.scenario, encryptor=cfg.encryptor, model=cfg.model, attack=cfg.attack,
+            data=cfg.data, index=cfg.index, seed=cfg.seed, batch=cfg.batch, device="cpu", seconds=0.01,
+            plaintext_psnr=psnr, plaintext_ssim=psnr / 40, symbol_exact=1.0 if cfg.index else 0.5,
+            decrypts=cfg.index > 0, success=psnr >= 30, config=cfg.key(),
+        )  # fmt: skip
+        truth = np.random.default_rng(cfg.index).random((cfg.batch, 1, 8, 8))
+        return Outcome(result, {"truth": truth, "keyless": np.full_like(truth, 0.5)})
+
+
+class KillingRunner:
+    """The real runner, except that the run with index `victim` SIGKILLs its own worker process: once (a marker
+    file records it), or every time with `always`. Picklable, so pool and Ray workers can use it."""
+
+    def __init__(self, marker: Path, victim: int, *, always: bool = False) -> None:
+        self.marker, self.victim, self.always = str(marker), victim, always
+
+    def __call__(self, cfg: RunConfig, progress=None) -> Outcome:
+        if cfg.index == self.victim and (self.always or not os.path.exists(self.marker)):
+            Path(self.marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return run_outcome(cfg, progress=progress)
+
+
+BASIC = """
+name = "basic"
+description = "two attacks on three images"
+
+[fixed]
+model = "mlp"
+hidden = [8]
+
+[[grid]]
+scenario = ["plain"]
+attack = ["stub-half", "stub-other"]
+index = [0, 1, 2]
+
+[[grid]]
+scenario = ["plain"]
+attack = ["stub-half"]
+index = [2, 3]
+
+[[expect]]
+attack = "stub-other"
+metric = "plaintext_psnr"
+min = 20
+
+[[expect]]
+metric = "success"
+aggregate = "rate"
+min = 0.4
+note = "at least 40% of the runs succeed"
+"""
+
+
+PLOTS = """
+[fixed]
+model = "mlp"
+
+[[grid]]
+attack = ["stub-half", "stub-other"]
+index = [0, 1, 2]
+hidden = [[4], [8]]
+
+[[plot]]
+x = "config.index"
+y = "plaintext_psnr"
+group = "attack"
+aggregate = "mean"
+title = "psnr by index"
+
+[[plot]]
+name = "scatter"
+kind = "scatter"
+x = "plaintext_ssim"
+y = "plaintext_psnr / index"
+attack = "stub-other"
+
+[[plot]]
+name = "by_hidden"
+x = "config.hidden"
+y = "symbol_exact"
+"""

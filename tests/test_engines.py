@@ -1,0 +1,200 @@
+"""Engines (he_leak.engines): chunk sizing, the local process pool and Ray give the same rows as one process
+(timings aside); a worker killed mid-run or a lost Ray task costs nothing (its runs are handed out again, each run is
+recorded once); a run that kills every worker it meets is recorded as failed; errors are one line."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from stubs import KillingRunner, cheap_grid, without_timings
+
+from he_leak.cli import main
+from he_leak.config import RunConfig
+from he_leak.engines import ENGINES, Work, make_engine
+from he_leak.engines.base import CHUNK_SECONDS, MAX_CHUNK
+from he_leak.engines.pool import WorkerError
+from he_leak.errors import ConfigError
+from he_leak.store import RESULTS_FILE, read_results
+from he_leak.sweep import run_experiment
+from he_leak.work import Record
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rows_by_config(out: Path) -> dict[str, dict]:
+    """Rows keyed by config, refusing duplicates (a run recorded twice)."""
+    rows: dict[str, dict] = {}
+    for row in read_results(out / RESULTS_FILE):
+        key = json.dumps(row["config"], sort_keys=True)
+        assert key not in rows, f"recorded twice: {key}"
+        rows[key] = without_timings(row)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]]:
+    """A 12-run cheap grid and its rows from one process (the local engine, 1 worker)."""
+    folder = tmp_path_factory.mktemp("reference")
+    grid = cheap_grid(folder, indices=6, seeds=2)
+    run_experiment(grid, folder / "out", quiet=True)
+    return grid, rows_by_config(folder / "out")
+
+
+# --------------------------------------------------------------------------------------------------------- Work
+def test_chunks_grow_with_fast_runs_and_shrink_for_the_tail() -> None:
+    configs = [RunConfig(index=i) for i in range(1000)]
+    work = Work(configs, slots=2)
+    assert work.take() == (configs[0],)  # nothing measured yet: one run
+    work.observe(Record({}, {}, wall=0.01))
+    assert len(work.take()) == min(MAX_CHUNK, int(CHUNK_SECONDS / 0.01))  # about CHUNK_SECONDS of runs
+    slow = Work(configs[:40], slots=2)
+    slow.observe(Record({}, {}, wall=30.0))
+    assert len(slow.take()) == 1  # slow runs: one per chunk
+    tail = Work(configs[:10], slots=2)
+    tail.observe(Record({}, {}, wall=1e-4))
+    assert len(tail.take()) == 3  # at most remaining / (2 · slots), so both workers get a share of the tail
+    tail.retry(configs[500])
+    assert tail.take() == (configs[500],)  # retried runs first, alone
+    while tail.take():
+        pass
+    assert len(tail) == 0 and tail.take() is None
+
+
+# --------------------------------------------------------------------------------------------------------- errors
+def test_engine_options_are_checked() -> None:
+    assert set(ENGINES) >= {"local", "ray"}
+    with pytest.raises(ConfigError, match="unknown engine 'spark'; known: local, ray"):
+        make_engine("spark")
+    with pytest.raises(ConfigError, match="--address names a Ray cluster"):
+        make_engine("local", address="ray://x:10001")
+    with pytest.raises(ConfigError, match="--workers must be at least 1"):
+        make_engine("local", workers=0)
+    assert make_engine("local").describe() == "local, 1 worker"
+
+
+def test_ray_missing_is_one_line_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    out = tmp_path / "out"
+    assert main(["run", str(cheap_grid(tmp_path, indices=2)), "--out", str(out), "--engine", "ray"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install -e .[ray]" in err[0]
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------------------- pool
+def test_pool_gives_the_same_rows_and_a_killed_worker_loses_nothing(tmp_path: Path, reference) -> None:
+    grid, expected = reference
+    buffer = io.StringIO()
+    runner = KillingRunner(tmp_path / "killed", victim=3)  # the first time run #3 starts, its worker is SIGKILLed
+    report = run_experiment(grid, tmp_path / "out", workers=2, runner=runner, console=Console(file=buffer))
+    assert (tmp_path / "killed").exists(), "the worker was not killed: the test tested nothing"
+    assert rows_by_config(tmp_path / "out") == expected
+    assert report.ran == 12 and report.failed == 0 and report.engine == "local, 2 workers"
+    assert "died of SIGKILL" in buffer.getvalue() and "handed out again" in buffer.getvalue()
+
+
+def test_a_run_that_kills_every_worker_is_recorded_as_failed(tmp_path: Path) -> None:
+    grid = cheap_grid(tmp_path, indices=4)
+    runner = KillingRunner(tmp_path / "killed", victim=2, always=True)
+    report = run_experiment(grid, tmp_path / "out", workers=2, runner=runner, quiet=True)
+    rows = {r["index"]: r for r in read_results(tmp_path / "out" / RESULTS_FILE)}
+    assert sorted(rows) == [0, 1, 2, 3] and report.failed == 1
+    assert rows[2]["success"] is False and rows[2]["error"].startswith("WorkerDied: worker pid")
+    assert "SIGKILL, on each of 3 attempts" in rows[2]["error"]
+    assert all(rows[i]["success"] for i in (0, 1, 3))
+
+
+class Buggy:
+    """A runner with a bug (KeyError is no run failure): the sweep must stop and show it, not record it."""
+
+    def __call__(self, cfg: RunConfig, progress=None):
+        raise KeyError("no such thing")
+
+
+def test_a_bug_in_a_worker_stops_the_sweep_with_its_traceback(tmp_path: Path) -> None:
+    with pytest.raises(WorkerError, match="KeyError: 'no such thing'"):
+        run_experiment(cheap_grid(tmp_path, indices=3), tmp_path / "out", workers=2, runner=Buggy(), quiet=True)
+    assert read_results(tmp_path / "out" / RESULTS_FILE) == []
+
+
+class Exiting:
+    """A runner that ends its worker process with an exit code: a worker that cannot work, not a killed one."""
+
+    def __call__(self, cfg: RunConfig, progress=None):
+        sys.exit(3)
+
+
+def test_a_worker_that_exits_by_itself_stops_the_sweep_instead_of_failing_every_run(tmp_path: Path) -> None:
+    with pytest.raises(WorkerError, match="exited with code 3"):
+        run_experiment(cheap_grid(tmp_path, indices=3), tmp_path / "out", workers=2, runner=Exiting(), quiet=True)
+    assert read_results(tmp_path / "out" / RESULTS_FILE) == []
+
+
+# --------------------------------------------------------------------------------------------------------- Ray
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray with 2 CPUs whose workers import this checkout (and tests/stubs.py); shut down after."""
+    ray = pytest.importorskip("ray")
+    path = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})  # fmt: skip
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_gives_the_same_rows_and_a_lost_task_loses_nothing(tmp_path: Path, reference, local_ray) -> None:
+    grid, expected = reference
+    report = run_experiment(grid, tmp_path / "plain", engine="ray", workers=2, quiet=True)
+    assert rows_by_config(tmp_path / "plain") == expected and report.engine.startswith("ray")
+    buffer = io.StringIO()
+    runner = KillingRunner(tmp_path / "killed", victim=4)
+    report = run_experiment(grid, tmp_path / "out", engine="ray", workers=2, runner=runner,
+                            console=Console(file=buffer))  # fmt: skip
+    assert (tmp_path / "killed").exists(), "the Ray worker was not killed: the test tested nothing"
+    assert rows_by_config(tmp_path / "out") == expected and report.failed == 0
+    assert "Ray task lost" in buffer.getvalue()
+    assert local_ray.is_initialized()  # a Ray the sweep did not start is left running
+
+
+def test_ray_asks_for_a_gpu_only_when_there_is_one_and_a_run_may_use_it() -> None:
+    pytest.importorskip("ray")
+    from he_leak.engines.ray_engine import RayEngine
+
+    asked: list[tuple[str, float]] = []
+
+    class FakeTask:  # stands for ray.remote(...).options(num_cpus=1, max_retries=0)
+        def __init__(self, num_gpus: float = 0.0) -> None:
+            self.num_gpus = num_gpus
+
+        def options(self, *, num_gpus: float) -> FakeTask:
+            return FakeTask(num_gpus)
+
+        def remote(self, chunk, runner) -> object:
+            asked.append((chunk[0].device, self.num_gpus))
+            return object()
+
+    engine = RayEngine(workers=4)
+    engine.task = FakeTask()
+    for gpus in (0.0, 1.0, 8.0):
+        engine.gpus = gpus
+        for device in ("cpu", "auto", "cuda"):
+            engine.submit((RunConfig(device=device),))
+    assert asked == [("cpu", 0), ("auto", 0), ("cuda", 0),  # no GPU in the cluster: never ask
+                     ("cpu", 0), ("auto", 0.25), ("cuda", 0.25),  # 1 GPU, 4 slots: a quarter each
+                     ("cpu", 0), ("auto", 1.0), ("cuda", 1.0)]  # fmt: skip
+
+
+def test_an_unreachable_ray_address_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    with pytest.raises(ConfigError, match=r"--address 127.0.0.1:1: no Ray cluster answers there"):
+        run_experiment(cheap_grid(tmp_path, indices=2), tmp_path / "out", engine="ray", address="127.0.0.1:1")
+    assert not (tmp_path / "out").exists()

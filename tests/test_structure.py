@@ -1,0 +1,83 @@
+"""The code's shape, as the project promises it: files readable in one sitting, no import cycles, no private
+cross-module imports, and tenseal imported only inside encryptors/."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("he_leak", "encryptors")
+MAX_LINES = 420  # "no module over ~400 lines"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = path
+    return out
+
+
+def _imports(path: Path, name: str) -> list[tuple[str, list[str]]]:
+    """(module imported, names imported from it) for every import in the file (module level or not)."""
+    tree = ast.parse(path.read_text())
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            base = node.module
+            if node.level:  # relative import
+                base = ".".join(name.split(".")[: -node.level] + [node.module])
+            out.append((base, [alias.name for alias in node.names]))
+    return out
+
+
+def test_modules_are_short():
+    long = {name: n for name, path in _modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, long
+
+
+def test_no_private_imports_across_modules():
+    modules = _modules()
+    bad = [(name, target, names) for name, path in modules.items() for target, names in _imports(path, name)
+           if target in modules and target != name and any(n.startswith("_") and not n.startswith("__")
+                                                          for n in names)]  # fmt: skip
+    assert not bad, bad
+
+
+def test_no_import_cycles():
+    modules = _modules()
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        for target, names in _imports(path, name):
+            for candidate in [target] + [f"{target}.{n}" for n in names]:
+                if candidate in modules and candidate != name and not name.startswith(candidate + "."):
+                    graph[name].add(candidate)
+    # a package importing its own submodules (registration) is not a cycle; drop package → child edges
+    for name in graph:
+        graph[name] = {t for t in graph[name] if not t.startswith(name + ".")}
+    seen, stack, cycles = set(), [], []
+
+    def visit(node: str) -> None:
+        if node in stack:
+            cycles.append(stack[stack.index(node):] + [node])
+            return
+        if node in seen:
+            return
+        seen.add(node)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            visit(nxt)
+        stack.pop()
+
+    for node in sorted(graph):
+        visit(node)
+    assert not cycles, cycles[:5]
+
+
+def test_only_encryptors_import_tenseal():
+    users = [name for name, path in _modules().items() if not name.startswith("encryptors")
+             and any(t.split(".")[0] == "tenseal" for t, _ in _imports(path, name))]  # fmt: skip
+    assert not users, users
