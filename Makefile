@@ -3,7 +3,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-OUT    ?= results/he_question
+EXPERIMENT ?= experiments/he_protection.toml
+OUT    ?= results/he_protection
+WORKERS ?= 2
 
 .PHONY: install demo test lint clean
 
@@ -15,7 +17,7 @@ $(BIN)/he-leak: pyproject.toml constraints.txt
 install: $(BIN)/he-leak
 
 demo: install
-	$(BIN)/he-leak run experiments/he_question.toml --out $(OUT)
+	$(BIN)/he-leak run $(EXPERIMENT) --out $(OUT) --workers $(WORKERS) --check
 	@echo "report: $(OUT)/report.md"
 
 test: install
