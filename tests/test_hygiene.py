@@ -35,7 +35,9 @@ def _patterns_of_array(values: np.ndarray) -> list[bytes]:
 
 
 def _seed_patterns(seed: int) -> list[bytes]:
-    out = [seed.to_bytes(8, "little"), str(seed).encode()]
+    """The seed and its derived words as stored by numpy (8 bytes), as text, and as pickle stores a Python int (the
+    shortest little-endian two's complement: 6 bytes for a 40-bit seed)."""
+    out = [seed.to_bytes(8, "little"), str(seed).encode(), seed.to_bytes(seed.bit_length() // 8 + 1, "little")]
     out += [w.to_bytes(8, "little") for w in words(seed)]
     return out
 
@@ -66,6 +68,12 @@ def test_observation_holds_no_truth_no_secret_no_seed(case):
     assert all(p in pickle.dumps(scenario.enc) for p in secrets) if secrets else True  # the search works
     for pattern in truth_patterns + secrets + [p for s in seeds for p in _seed_patterns(s)]:
         assert pattern not in blob, pattern[:16]
+
+
+@pytest.mark.parametrize("stored", [np.int64, int, str])
+def test_the_seed_search_finds_a_seed_however_it_is_pickled(stored):
+    seed = derive(SEED, "key")
+    assert any(p in pickle.dumps({"key_seed": stored(seed)}) for p in _seed_patterns(seed))
 
 
 def test_the_truth_search_finds_inputs_where_they_live():
