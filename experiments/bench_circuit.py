@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import tenseal as ts
 
+from encryptors import tenseal_reference as ref
 from encryptors.circuit import CkksCircuit, plan_circuit
 
 
@@ -34,9 +34,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["64x16", "784x32"], help="input x output sizes")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    ctx = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 40, 40, 60])
-    ctx.global_scale = 2.0**40
-    ctx.generate_galois_keys()
+    ctx = ref.ckks_context(poly_modulus_degree=8192, coeff_mod_bit_sizes=[60, 40, 40, 60], scale=2.0**40, galois=True)
     rng = np.random.default_rng(0)
     for size in args.sizes:
         d, h = (int(v) for v in size.split("x"))
@@ -47,16 +45,16 @@ def main() -> None:
         keygen = time.perf_counter() - start
         ev = holder.evaluator(seed=2)
         cx = holder.encrypt(x)
-        vec = ts.ckks_vector(ctx, x.tolist())
-        wt = w.T.tolist()
+        vec = ref.encrypt(ctx, x)
+        theirs_mm = ref.matvec(vec, w)
         ours = median_seconds(lambda ev=ev, cx=cx, w=w: ev.matvec(w, cx), args.repeats)
-        theirs = median_seconds(lambda vec=vec, wt=wt: vec.mm(wt), args.repeats)
+        theirs = median_seconds(theirs_mm, args.repeats)
         same_ours = holder.context.save(ev.matvec(w, cx).ciphertexts[0]) == holder.context.save(
             ev.matvec(w, cx).ciphertexts[0]
         )
-        same_theirs = vec.mm(wt).serialize() == vec.mm(wt).serialize()
+        same_theirs = theirs_mm().serialize() == theirs_mm().serialize()
         err_ours = np.abs(holder.decrypt(ev.matvec(w, cx)) - w @ x).max()
-        err_theirs = np.abs(np.array(vec.mm(wt).decrypt()) - w @ x).max()
+        err_theirs = np.abs(ref.decrypt(theirs_mm()) - w @ x).max()
         print(
             f"{d:4d}x{h:<3d} seal-circuit {ours * 1e3:8.1f} ms (keygen {keygen:.1f} s, err {err_ours:.1e}, "
             f"reproducible {same_ours})   tenseal mm {theirs * 1e3:8.1f} ms (err {err_theirs:.1e}, "

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import tenseal as ts
 
+from encryptors import tenseal_reference as ref
 from encryptors.packing import GradientPacker
 
 
@@ -41,17 +41,17 @@ def main() -> None:
     print(f"packing keygen {time.perf_counter() - start:.2f} s; {packer.describe()}")
     contexts = {}
     for threads in (1, args.threads):  # TenSEAL encrypts the chunks of one vector on n_threads C++ threads
-        contexts[threads] = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 40, 40], n_threads=threads)
-        contexts[threads].global_scale = 2.0**40
+        contexts[threads] = ref.ckks_context(poly_modulus_degree=8192, coeff_mod_bit_sizes=[60, 40, 40], scale=2.0**40,
+                                             threads=threads)  # fmt: skip
     server = packer.server()
     rng = np.random.default_rng(0)
     for length in args.lengths:
         x = rng.normal(scale=0.01, size=length)
         ours = median_seconds(lambda x=x: packer.encrypt(x), args.repeats)
-        theirs = {t: median_seconds(lambda x=x, c=c: ts.ckks_vector(c, x.tolist()), args.repeats)
+        theirs = {t: median_seconds(lambda x=x, c=c: ref.encrypt(c, x), args.repeats)
                   for t, c in contexts.items()}  # fmt: skip
         packed = packer.encrypt(x)
-        their_bytes = len(ts.ckks_vector(contexts[1], x.tolist()).serialize())
+        their_bytes = ref.serialized_bytes(ref.encrypt(contexts[1], x))
         sent = [packer.encrypt(x) for _ in range(args.clients)]
         summing = median_seconds(lambda sent=sent: server.sum(sent), args.repeats)
         error = np.abs(packer.decrypt(server.sum(sent)) - args.clients * x).max()
