@@ -3,7 +3,7 @@
 Run from the repository root:
 
     python experiments/bench_resnet.py                      # resnet18, photos64 image 0, batch 1, CPU or CUDA
-    python experiments/bench_resnet.py --iterations 5 --json
+    python experiments/bench_resnet.py --iterations 3 --rounds 3 --json   # methods interleaved, 9 evaluations each
     python experiments/bench_resnet.py --methods dlg ig --restarts 2 --activation relu --device cpu
 
 One iteration is one evaluation of an attack's objective and its gradient wrt the dummy input:
@@ -18,7 +18,8 @@ Each method runs in a fresh subprocess so that peaks do not mix: the peak is the
 (VmHWM from /proc/self/status, which unlike ru_maxrss is not inherited from the parent across fork + exec; ru_maxrss
 where /proc is missing), or torch.cuda.max_memory_allocated on CUDA. The subprocess also prints the memory guard's
 estimate for the same run (he_leak.memory.estimate), so the two can be compared. Times are medians over
---iterations evaluations after --warmup ones (the machine may be shared: medians, not means).
+--iterations evaluations after --warmup ones, pooled over --rounds round-robin processes (the machine may be shared:
+medians, not means).
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def measure(args: argparse.Namespace) -> dict:
         "batch": cfg.batch, "restarts": cfg.restarts if attack == "ig" else 1, "activation": cfg.activation,
         "device": str(device), "threads": torch.get_num_threads(),
         "params": sum(p.numel() for p in model.parameters()), "iterations": args.iterations,
-        "seconds_median": statistics.median(times), "seconds_min": min(times), "seconds_max": max(times),
+        "seconds": times,
         "peak_bytes": peak, "peak_kind": "cuda max_memory_allocated" if device.type == "cuda" else "VmHWM",
         "estimate_bytes": sum(parts.values()), "estimate_parts": parts,
     }  # fmt: skip
@@ -146,10 +147,24 @@ def run_child(args: argparse.Namespace, method: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def merge(runs: list[dict]) -> list[dict]:
+    """One row per method from its rounds: all timed evaluations pooled (median, min, max), the largest peak."""
+    rows: dict[str, dict] = {}
+    for run in runs:
+        row = rows.setdefault(run["method"], {**run, "seconds": [], "peak_bytes": 0, "rounds": 0})
+        row["seconds"] = row["seconds"] + run["seconds"]
+        row["peak_bytes"] = max(row["peak_bytes"], run["peak_bytes"])
+        row["rounds"] += 1
+    for row in rows.values():
+        t = row["seconds"]
+        row.update(seconds_median=statistics.median(t), seconds_min=min(t), seconds_max=max(t))
+    return list(rows.values())
+
+
 def table(rows: list[dict]) -> str:
     lines = [
-        "| method | input | batch × restarts | device (threads) | s / iteration (median, min–max) | peak GB | "
-        "guard estimate GB |",
+        "| method | input | batch × restarts | device (threads) | s / iteration (median, min–max) | peak GiB | "
+        "guard estimate GiB |",
         "|" + "---|" * 7,
     ]
     for r in rows:
@@ -173,16 +188,22 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--iterations", type=int, default=5, help="timed evaluations per method")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the methods' processes round-robin this many times (interleaved on a busy machine)",
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.iterations < 1 or args.warmup < 0:
-        parser.error("--iterations must be at least 1 and --warmup at least 0")
+    if args.iterations < 1 or args.warmup < 0 or args.rounds < 1:
+        parser.error("--iterations and --rounds must be at least 1, --warmup at least 0")
     if args.child:
         print(json.dumps(measure(args)))
         return
-    rows = [run_child(args, m) for m in args.methods]
+    rows = merge([run_child(args, m) for _ in range(args.rounds) for m in args.methods])
     print(json.dumps(rows, indent=1) if args.json else table(rows))
 
 
