@@ -8,9 +8,9 @@ the analytic system), ckks-input's keyless decoder (sketched features and an m �
 measurement's training set. The limit is a fraction of the machine's physical memory (not of what is free now: a
 run's fate must not depend on the load).
 
-Checked on ResNet-18 / 64×64 (`experiments/bench_resnet.py`, tests/test_resnet.py): a whole DLG run peaked at
-0.91 GB against an estimate of 1.50 GB; IG with 4 restarts at 1.74 GB (before the restarts factor the estimate,
-1.47 GB, was below it).
+Checked on ResNet-18 / 64×64 (`experiments/bench_resnet.py`, tests/test_resnet.py): a whole DLG run (one L-BFGS
+step) peaked at 0.84 GiB against an estimate of 1.40 GiB; IG with 4 vmapped restarts at 1.62 GiB, above the 1.37 GiB
+the estimate gave before it counted the restarts' activations.
 """
 
 from __future__ import annotations
