@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("dlg", "dlg64", "ig")
 GB = 1024**3
+IG_TV = 1e-4  # the total-variation weight of he_leak.attacks.ig (its default_tv)
 
 
 def peak_rss() -> int:
@@ -99,7 +100,7 @@ def measure(args: argparse.Namespace) -> dict:
         xs = torch.rand((cfg.restarts, cfg.batch, *spec.input_shape), generator=gen).to(device)
 
         def objective(x: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
-            return gm.cosine(x, lab) + 1e-4 * total_variation(x)
+            return gm.cosine(x, lab) + IG_TV * total_variation(x)
 
         def step() -> None:
             batched_value_and_grad(objective, xs, y)

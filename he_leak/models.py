@@ -9,8 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from he_leak import models_conv  # noqa: F401  (registers conv1)
-from he_leak import models_resnet  # noqa: F401  (registers resnet18)
+from he_leak import models_conv, models_resnet  # noqa: F401  (register conv1 and resnet18)
 from he_leak.errors import ConfigError
 from he_leak.models_base import (
     ACTIVATIONS,
