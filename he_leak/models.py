@@ -94,4 +94,3 @@ def convnet(spec: ModelSpec, gen: torch.Generator) -> nn.Module:
         nn.Conv2d(k, k, 3, padding=1, stride=2), act(),
         nn.Flatten(), nn.Linear(k * h2 * w2, spec.classes),
     )  # fmt: skip
-
