@@ -18,8 +18,8 @@ Each method runs in a fresh subprocess so that peaks do not mix: the peak is the
 (VmHWM from /proc/self/status, which unlike ru_maxrss is not inherited from the parent across fork + exec; ru_maxrss
 where /proc is missing), or torch.cuda.max_memory_allocated on CUDA. The subprocess also prints the memory guard's
 estimate for the same run (he_leak.memory.estimate), so the two can be compared. Times are medians over
---iterations evaluations after --warmup ones, pooled over --rounds round-robin processes (the machine may be shared:
-medians, not means).
+--iterations evaluations after --warmup ones, pooled over --rounds round-robin processes; on a shared machine the best
+round's median is the figure least disturbed by other jobs (medians, never means).
 """
 
 from __future__ import annotations
@@ -149,31 +149,34 @@ def run_child(args: argparse.Namespace, method: str) -> dict:
 
 
 def merge(runs: list[dict]) -> list[dict]:
-    """One row per method from its rounds: all timed evaluations pooled (median, min, max), the largest peak."""
+    """One row per method from its rounds: all timed evaluations pooled (median, min, max), the best round's median
+    (on a shared machine the least disturbed stretch: other jobs only ever slow a round down) and the largest peak."""
     rows: dict[str, dict] = {}
     for run in runs:
-        row = rows.setdefault(run["method"], {**run, "seconds": [], "peak_bytes": 0, "rounds": 0})
+        row = rows.setdefault(run["method"], {**run, "seconds": [], "round_medians": [], "peak_bytes": 0})
         row["seconds"] = row["seconds"] + run["seconds"]
+        row["round_medians"] = row["round_medians"] + [statistics.median(run["seconds"])]
         row["peak_bytes"] = max(row["peak_bytes"], run["peak_bytes"])
-        row["rounds"] += 1
     for row in rows.values():
         t = row["seconds"]
-        row.update(seconds_median=statistics.median(t), seconds_min=min(t), seconds_max=max(t))
+        row.update(rounds=len(row["round_medians"]), seconds_median=statistics.median(t), seconds_min=min(t),
+                   seconds_max=max(t), seconds_best_round=min(row["round_medians"]))  # fmt: skip
     return list(rows.values())
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| method | input | batch × restarts | device (threads) | s / iteration (median, min–max) | peak GiB | "
-        "guard estimate GiB |",
-        "|" + "---|" * 7,
+        "| method | input | batch × restarts | device (threads) | s / iteration: median (min–max) | best round's "
+        "median | peak GiB | guard estimate GiB |",
+        "|" + "---|" * 8,
     ]
     for r in rows:
         shape = "×".join(map(str, r["input"]))
         lines.append(
             f"| {r['method']} | {shape} | {r['batch']} × {r['restarts']} | {r['device']} ({r['threads']}) | "
             f"{r['seconds_median']:.3f} ({r['seconds_min']:.3f}–{r['seconds_max']:.3f}) | "
-            f"{r['peak_bytes'] / GB:.2f} | {r['estimate_bytes'] / GB:.2f} |"
+            f"{r['seconds_best_round']:.3f} |"
+            f" {r['peak_bytes'] / GB:.2f} | {r['estimate_bytes'] / GB:.2f} |"
         )
     return "\n".join(lines)
 
