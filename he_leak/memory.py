@@ -3,9 +3,14 @@ and the limit, a run that would not fit the machine.
 
 The estimate adds the parts that grow with the problem (an upper-bound style sum; measured peaks are below it):
 the interpreter and libraries, the dataset, the model and its gradient copies, the activations of a double
-backward pass, the attack's state (L-BFGS memory, IG restarts, the analytic system), ckks-input's keyless decoder
-(sketched features and an m × m Gram matrix) and the utility measurement's training set. The limit is a fraction of
-the machine's physical memory (not of what is free now: a run's fate must not depend on the load).
+backward pass (times IG's restarts, which share one vmapped pass), the attack's state (L-BFGS memory, IG restarts,
+the analytic system), ckks-input's keyless decoder (sketched features and an m × m Gram matrix) and the utility
+measurement's training set. The limit is a fraction of the machine's physical memory (not of what is free now: a
+run's fate must not depend on the load).
+
+Checked on ResNet-18 / 64×64 (`experiments/bench_resnet.py`, tests/test_resnet.py), estimate 1.57 GiB for DLG: a
+whole DLG run (one float32 L-BFGS step) peaked at 0.84 GiB, DLG's float64 phase (prepare + dlg_lbfgs in float64) at
+1.22 GiB; IG with 4 vmapped restarts at 1.62 GiB (estimate 2.60 GiB; 1.37 before it counted the restarts' activations).
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from he_leak.errors import ConfigError
 GB = 1024**3
 BASE_BYTES = 700 * 1024**2  # python + torch + tenseal + scikit-learn/image, measured ~470-650 MB after imports
 LIMIT_FRACTION = 0.8  # of physical memory
-MODEL_COPIES = 8  # weights, gradient, attack's float32 and float64 copies, their gradients, optimiser state
+# weights and the observed gradient (float32), the attack's float32 and float64 copies with their target gradients,
+# the double backward's parameter-sized intermediates: in 4-byte units. 8 left a 15% margin on ResNet-18's float64
+# DLG phase (peak 1.22 GiB, estimate 1.40), where the parameters dominate; 12 gives 1.57.
+MODEL_COPIES = 12
 ACTIVATION_COPIES = 6  # forward activations kept for a double backward (DLG's objective), with their gradients
 LBFGS_HISTORY = 300  # he_leak.attacks.lbfgs_match.HISTORY: (s, y) pairs kept in float32
 
@@ -61,6 +69,8 @@ def estimate(cfg: RunConfig, *, model: nn.Module, input_shape: tuple[int, ...], 
         "model": 4 * MODEL_COPIES * params,
         "activations": 8 * ACTIVATION_COPIES * samples * activation_values(model, input_shape),
     }
+    if cfg.attack == "ig":  # IG's restarts run through one vmapped pass: K times the activations
+        parts["activations"] *= cfg.restarts
     if cfg.attack in ("dlg", "idlg"):
         parts["attack"] = 4 * 2 * LBFGS_HISTORY * samples * (inputs + cfg.classes) + 8 * 4 * samples * inputs
     elif cfg.attack == "ig":

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from he_leak import models_conv  # noqa: F401  (registers conv1)
+from he_leak import models_conv, models_resnet  # noqa: F401  (register conv1 and resnet18)
 from he_leak.errors import ConfigError
 from he_leak.models_base import (
     ACTIVATIONS,
@@ -94,4 +94,3 @@ def convnet(spec: ModelSpec, gen: torch.Generator) -> nn.Module:
         nn.Conv2d(k, k, 3, padding=1, stride=2), act(),
         nn.Flatten(), nn.Linear(k * h2 * w2, spec.classes),
     )  # fmt: skip
-
