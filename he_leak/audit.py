@@ -85,6 +85,10 @@ class Audit:
         return d
 
 
+# Layers whose effect on the unknowns the rank count does not model (they would make the index meaningless).
+OUTSIDE_THE_MODEL = (nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.InstanceNorm2d)
+
+
 def linear_rank(h: int, d: int, batch: int, weight_rank: int) -> tuple[int, int]:
     """(constraints, rank bound) of a Linear layer with every output known and generic δ's: gradient min(h,B)·d,
     forward B·rank(W)."""
@@ -247,6 +251,12 @@ def audit(spec: ModelSpec, *, batch: int, inputs: torch.Tensor | None = None, se
             f"audit inputs of shape {tuple(inputs.shape)}; give {batch} × {spec.input_shape} (one per sample)"
         )
     model = build_model(spec)
+    outside = sorted({type(m).__name__ for m in model.modules() if isinstance(m, OUTSIDE_THE_MODEL)})
+    if outside:
+        raise ConfigError(
+            f"the audit models a chain of Linear/Conv2d layers and activations; {spec.name!r} has {', '.join(outside)} "
+            "(normalisation, and the residual additions that come with it), so it has no index to give"
+        )
     passes = _forward_backward(model, inputs, seed)
     rows: list[LayerRow] = []
     for k, p in enumerate(passes):

@@ -104,3 +104,16 @@ def test_lenet_table() -> None:
     text = format_audit(a)
     assert len(a.layers) == 4 and "security index" in text and "known z" in text
     assert all(r.exact for r in a.layers)
+
+
+def test_models_outside_the_rank_count_get_no_index():
+    """ResNet-18 (GroupNorm, residual additions): the audit refuses rather than give a meaningless index, and a run
+    records security_index None."""
+    from he_leak.errors import ConfigError
+    from he_leak.runner import security_index
+
+    spec = ModelSpec(name="resnet18", input_shape=(3, 16, 16))
+    with pytest.raises(ConfigError, match="GroupNorm"):
+        audit(spec, batch=1)
+    assert security_index(spec, 1) is None
+    assert security_index(ModelSpec(name="mlp", input_shape=(1, 8, 8), hidden=(16,)), 1) is not None
