@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from he_leak.errors import AttackFailed
 from he_leak.records import Observation, Reconstruction
 from he_leak.registry import Registry
 
@@ -24,6 +25,9 @@ class AttackOptions:
     lr: float | None = None
     tv: float | None = None
     seed: int = 0
+    # The optimisation attacks' attacker-side stop (dlg, idlg): RMS change of the inputs per step, relative to the
+    # box range, below which the run ends (see he_leak.attacks.lbfgs_match.DEFAULT_X_TOL); 0 runs to tolerance.
+    x_tol: float | None = None
     device: torch.device = torch.device("cpu")
     progress: Progress | None = None
 
@@ -48,6 +52,17 @@ class Attack(ABC):
     @abstractmethod
     def reconstruct(self, obs: Observation) -> Reconstruction:
         """Candidate model inputs (B × input_shape) for what was observed."""
+
+    def reconstruct_many(self, observations: Sequence[Observation]) -> list[Reconstruction | AttackFailed]:
+        """`reconstruct` for each observation (its Reconstruction, or the AttackFailed it raised). Attacks that can
+        optimise many runs through one batched objective override this; the results match one by one."""
+        out: list[Reconstruction | AttackFailed] = []
+        for obs in observations:
+            try:
+                out.append(self.reconstruct(obs))
+            except AttackFailed as e:
+                out.append(e)
+        return out
 
     def __repr__(self) -> str:
         o = self.options
