@@ -47,9 +47,10 @@ class BatchedDistance:
     torch.func.grad of the distance, whose inner grad is the model's parameter gradient)."""
 
     def __init__(
-        self, jobs: Sequence[MatchJob], *, shape: tuple[int, ...], device: torch.device, loss: str, soft: bool
-    ) -> None:
-        self.jobs, self.shape, self.device, self.soft = jobs, shape, device, soft
+        self, jobs: Sequence[MatchJob], *, shape: tuple[int, ...], classes: int, device: torch.device, loss: str,
+        soft: bool,
+    ) -> None:  # fmt: skip
+        self.jobs, self.shape, self.classes, self.device, self.soft = jobs, shape, classes, device, soft
         self.loss = LOSSES[loss]
         self.module = jobs[0].model
         self.names = [n for n, p in self.module.named_parameters() if p.requires_grad]
@@ -75,7 +76,9 @@ class BatchedDistance:
             tg = {n: stack(targets, i) for i, n in enumerate(self.names)}
             mk = {n: stack(masks, i) for i, n in enumerate(self.names)}
             w = torch.tensor(weights, dtype=dtype, device=dev)
-            labels = None if self.soft else torch.stack([j.label.reshape(-1) for j in self.jobs]).to(dev)
+            labels = None  # known labels as one-hot rows (F.one_hot cannot run under vmap)
+            if not self.soft:
+                labels = F.one_hot(torch.stack([j.label.reshape(-1) for j in self.jobs]), self.classes).to(dev, dtype)
             self._cache[dtype] = (params, tg, mk, w, labels)
         return self._cache[dtype]
 
@@ -135,7 +138,8 @@ def dlg_lbfgs_many(
     ):
         raise AttackFailed("dlg_lbfgs_many: the runs differ in architecture, label knowledge or masking")
     b = len(jobs[0].label.reshape(-1)) if not soft else (batch or 1)
-    server = BatchedDistance(jobs, shape=(b, *input_shape), device=device, loss=loss, soft=soft)
+    server = BatchedDistance(jobs, shape=(b, *input_shape), classes=options["classes"], device=device, loss=loss,
+                             soft=soft)  # fmt: skip
 
     def job(j: MatchJob):
         def run(evaluate: Evaluate):
