@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ class Attack(ABC):
 
     name: str = "attack"
     default_iterations: int = 0
+    # True: `reconstruct_many` runs many observations through one batched objective and the attack draws nothing from
+    # torch's global generator, so a sweep may group its runs (he_leak.work.group_runs)
+    batchable: bool = False
 
     def __init__(self, options: AttackOptions) -> None:
         self.options = options
@@ -53,13 +57,17 @@ class Attack(ABC):
     def reconstruct(self, obs: Observation) -> Reconstruction:
         """Candidate model inputs (B × input_shape) for what was observed."""
 
-    def reconstruct_many(self, observations: Sequence[Observation]) -> list[Reconstruction | AttackFailed]:
-        """`reconstruct` for each observation (its Reconstruction, or the AttackFailed it raised). Attacks that can
-        optimise many runs through one batched objective override this; the results match one by one."""
+    def reconstruct_many(
+        self, observations: Sequence[Observation], *, seeds: Sequence[int] | None = None
+    ) -> list[Reconstruction | AttackFailed]:
+        """`reconstruct` for each observation (with its own seed when `seeds` is given): its Reconstruction, or the
+        AttackFailed it raised. Attacks that optimise many runs through one batched objective override this (and set
+        `batchable`); the results match one by one."""
         out: list[Reconstruction | AttackFailed] = []
-        for obs in observations:
+        for k, obs in enumerate(observations):
+            attack = self if seeds is None else type(self)(dataclasses.replace(self.options, seed=seeds[k]))
             try:
-                out.append(self.reconstruct(obs))
+                out.append(attack.reconstruct(obs))
             except AttackFailed as e:
                 out.append(e)
         return out

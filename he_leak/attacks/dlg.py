@@ -31,6 +31,7 @@ class DeepLeakage(Attack):
     name = "dlg"
     default_iterations = 300
     known_labels = False
+    batchable = True
 
     def labels(self, obs: Observation) -> torch.Tensor | None:
         return None
@@ -63,19 +64,16 @@ class DeepLeakage(Attack):
                 break
         return self._pick(obs, label, tries)
 
-    def reconstruct_many(self, observations: Sequence[Observation]) -> list[Reconstruction | AttackFailed]:
+    def reconstruct_many(
+        self, observations: Sequence[Observation], *, seeds: Sequence[int] | None = None
+    ) -> list[Reconstruction | AttackFailed]:
         """Every restart of every observation through one batched objective (`dlg_lbfgs_many`) where they share an
         architecture; the same Reconstructions as `reconstruct` one by one (all restarts run, the same one is
         picked)."""
         if len(observations) < 2:
-            return super().reconstruct_many(observations)
+            return super().reconstruct_many(observations, seeds=seeds)
         o = self.options
-        labels = [self.labels(obs) for obs in observations]
-        jobs = [
-            MatchJob(model=obs.model, target_grads=obs.gradients, seed=o.seed * 1000 + r, label=lab, mask=obs.mask)
-            for obs, lab in zip(observations, labels, strict=True)
-            for r in range(o.restarts)
-        ]
+        seeds = [o.seed] * len(observations) if seeds is None else list(seeds)
         first = observations[0]
         same = all(
             (obs.input_shape, obs.batch, obs.classes, obs.bounds, obs.loss)
@@ -85,9 +83,15 @@ class DeepLeakage(Attack):
         try:
             if not same:
                 raise AttackFailed("observations differ in shape, bounds or loss")
+            labels = [self.labels(obs) for obs in observations]
+            jobs = [
+                MatchJob(model=obs.model, target_grads=obs.gradients, seed=seed * 1000 + r, label=lab, mask=obs.mask)
+                for obs, lab, seed in zip(observations, labels, seeds, strict=True)
+                for r in range(o.restarts)
+            ]
             results = dlg_lbfgs_many(jobs, **self._match(first))
-        except AttackFailed:  # not batchable together: one by one
-            return super().reconstruct_many(observations)
+        except AttackFailed:  # not batchable together (or a label not readable): one by one
+            return super().reconstruct_many(observations, seeds=seeds)
         out: list[Reconstruction | AttackFailed] = []
         for k, (obs, label) in enumerate(zip(observations, labels, strict=True)):
             tries: list[Result] = []
