@@ -87,3 +87,25 @@ def test_attacker_stop_ends_early_and_keeps_the_image() -> None:
     x_full, _, used_full, _ = dlg_lbfgs(obs.model, obs.gradients, x_tol=0.0, **kw)
     assert used_stop < used_full
     assert psnr(x_stop, truth) >= 40 and psnr(x_full, truth) >= psnr(x_stop, truth) - 1e-9
+
+
+# Record fields compared between a grouped sweep and one by one (PSNR in dB after one float32 step: see BATCH_TOL_F32;
+# measured ≤ 0.01 dB apart).
+PSNR_TOL_DB = 0.5
+
+
+def test_sweep_groups_batchable_runs_and_records_match_one_by_one() -> None:
+    from he_leak.config import RunConfig
+    from he_leak.work import execute, group_runs, run_chunk
+
+    cfgs = [RunConfig(attack="dlg", index=i, seed=s, iterations=1, device="cpu") for i, s in ((0, 0), (3, 1), (9, 2))]
+    cfgs.append(RunConfig(attack="analytic", model="mlp", index=0, seed=0, device="cpu"))
+    groups = group_runs(cfgs)
+    assert [len(g) for g in groups] == [3, 1] and groups[0] == cfgs[:3]
+    grouped = list(run_chunk(cfgs))
+    alone = [execute(c) for c in cfgs]
+    assert [r.row["config"] for r in grouped] == [r.row["config"] for r in alone]
+    for g, a in zip(grouped, alone, strict=True):
+        assert g.row["error"] == a.row["error"] and g.row["success"] == a.row["success"]
+        assert g.row["iterations"] == a.row["iterations"] and g.row["label_correct"] == a.row["label_correct"]
+        assert abs(g.row["input_psnr"] - a.row["input_psnr"]) <= PSNR_TOL_DB
