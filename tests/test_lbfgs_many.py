@@ -3,6 +3,7 @@ stop ends a run early without losing the reconstruction."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -52,15 +53,16 @@ def test_batched_matches_one_by_one_float64() -> None:
             assert abs(got[3] - loss) <= LOSS_RTOL * loss
 
 
-def test_reconstruct_many_matches_reconstruct() -> None:
+@pytest.mark.parametrize(("dtype", "tol"), [(None, BATCH_TOL_F32), (torch.float64, BATCH_TOL_F64)])
+def test_reconstruct_many_matches_reconstruct(dtype: torch.dtype | None, tol: float) -> None:
     obs = [_observation(5 * i, i)[0] for i in range(3)]
     for name in ("dlg", "idlg"):
-        attack = make_attack(name, AttackOptions(iterations=1, restarts=2, seed=3))
+        attack = make_attack(name, AttackOptions(iterations=1, restarts=2, seed=3, dtype=dtype))
         many = attack.reconstruct_many(obs)
         for o, got in zip(obs, many, strict=True):
             alone = attack.reconstruct(o)
             assert isinstance(got, Reconstruction)
-            assert float((got.inputs - alone.inputs).abs().max()) <= BATCH_TOL_F32
+            assert float((got.inputs - alone.inputs).abs().max()) <= tol
             assert torch.equal(got.labels, alone.labels) and got.iterations == alone.iterations
 
 

@@ -41,6 +41,7 @@ class DeepLeakage(Attack):
         return dict(
             input_shape=obs.input_shape, classes=obs.classes, steps=self.iterations, device=self.options.device,
             batch=obs.batch, bounds=obs.bounds, loss=obs.loss, x_tol=self.x_tol,
+            **({} if self.options.dtype is None else {"dtype": self.options.dtype}),
         )  # fmt: skip
 
     @property
