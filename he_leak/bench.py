@@ -1,10 +1,15 @@
-"""Benchmark: the original DLG loop (Zhu et al. 2019) against the reliable L-BFGS gradient matching of
-`he_leak.attacks.lbfgs_match`, over (image, seed) pairs, in one process.
+"""Benchmark: the original DLG loop (Zhu et al. 2019) against the project's attacks on the DLG paper's setting (LeNet,
+held-out 32×32 photos, 100 classes), every method with its own stopping rule, interleaved per (image, seed) pair in
+one process; and `--batched K`: K dlg jobs through one batched objective against the same K one by one.
 
-    python -m he_leak.bench --pairs 10 --steps 300 [--json]
+    python -m he_leak.bench --pairs 10 [--methods original,dlg,idlg,ig,analytic] [--device all] [--json]
+    python -m he_leak.bench --batched 16
 
-Success is PSNR ≥ 40 dB against the true image (data range 1, after clamping to [0, 1]). The PSNR is checked
-after every optimiser step for bookkeeping only (time-to-success); neither method sees the truth.
+Columns: wall seconds per run (median; what a user pays, the method deciding itself when to stop), success rate
+(final PSNR ≥ 40 dB against the true image, data range 1, clamped to [0, 1]), final PSNR (median), runs/second, peak
+memory above the run's start, and "oracle s to 40 dB": when the PSNR first reached 40 dB, watched after every step
+for bookkeeping only — a stop no attacker can make, shown for comparison. `analytic` needs a fully connected first
+layer: it runs on an MLP (same image and seed) and is marked so.
 """
 
 from __future__ import annotations
@@ -18,15 +23,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
-from he_leak import metrics
-from he_leak.attacks.lbfgs_match import dlg_lbfgs
+from he_leak.attacks.lbfgs_many import MatchJob, dlg_lbfgs_many
+from he_leak.attacks.lbfgs_match import DEFAULT_X_TOL, dlg_lbfgs
+from he_leak.bench_methods import METHODS, SUCCESS_PSNR, PeakMemory, Problem, make_problem, psnr
 from he_leak.data import load_dataset
-from he_leak.errors import AttackFailed, ConfigError
-from he_leak.models import ModelSpec, build_model
+from he_leak.errors import ConfigError
 
-SUCCESS_PSNR = 40.0
+__all__ = ["SUCCESS_PSNR", "BenchReport", "bench", "default_pairs", "main", "psnr"]
+FC_FIRST = {"analytic"}  # methods that need a fully connected first layer: run on the MLP problem
 
 
 @dataclass(frozen=True)
@@ -34,27 +39,50 @@ class BenchRun:
     """One method on one (image, seed) pair."""
 
     method: str
+    device: str
+    model: str
     index: int
     seed: int
-    psnr: float  # final PSNR (nan when diverged)
-    diverged: bool  # the loss became NaN/inf
-    diverged_at: int | None  # step at which it did
-    seconds: float  # total wall time of the run
-    time_to_success: float | None  # seconds until the PSNR first reached SUCCESS_PSNR
-    steps: int  # optimiser steps taken
-    success: bool
+    psnr: float  # final PSNR (nan when the method failed)
+    success: bool  # final PSNR ≥ SUCCESS_PSNR
+    diverged: bool
+    seconds: float  # wall time of the run, with the method's own stopping rule
+    steps: int
+    oracle_time: float | None  # seconds until the PSNR first reached SUCCESS_PSNR (bookkeeping only)
+    peak_mib: float  # memory above the run's start (see PeakMemory)
+    note: str = ""
 
 
 @dataclass(frozen=True)
 class MethodSummary:
     method: str
+    device: str
+    model: str
     runs: int
     successes: int
-    diverged: int
-    stuck: int  # failed without NaN: the loop saturated (vanishing gradient) or stalled below 40 dB
     success_rate: float
-    median_time_to_success: float | None  # over the successful runs
+    diverged: int
     median_seconds: float
+    runs_per_second: float
+    median_psnr: float | None
+    median_oracle_time: float | None  # over the runs that reached SUCCESS_PSNR
+    peak_mib: float
+
+
+@dataclass(frozen=True)
+class BatchedReport:
+    """K dlg jobs through one batched objective against the same K one by one (interleaved `rounds` times)."""
+
+    device: str
+    jobs: int
+    seconds_batched: tuple[float, ...]
+    seconds_one_by_one: tuple[float, ...]
+    runs_per_second_batched: float  # from the median over rounds
+    runs_per_second_one_by_one: float
+    speedup: float
+    max_abs_difference: float  # largest |x_batched − x_alone| over the jobs' final inputs
+    successes_batched: int
+    successes_one_by_one: int
 
 
 @dataclass(frozen=True)
@@ -62,103 +90,16 @@ class BenchReport:
     data: str
     classes: int
     steps: int
-    device: str
+    x_tol: float
     threads: int
     pairs: tuple[tuple[int, int], ...]
     runs: tuple[BenchRun, ...]
-    plain: MethodSummary
-    improved: MethodSummary
-    ratio_time_to_success: float | None  # median improved / median plain
-    ratio_seconds: float
+    summaries: tuple[MethodSummary, ...]
+    ratio_dlg_to_original: dict[str, float]  # per device: median dlg seconds / median original seconds
+    batched: tuple[BatchedReport, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def psnr(x: torch.Tensor, truth: torch.Tensor) -> float:
-    """PSNR in dB (data range 1) of x clamped to [0, 1]; NaN when x holds NaN."""
-    return metrics.psnr(x.detach().double().clamp(0, 1).cpu().numpy(), truth.double().cpu().numpy())
-
-
-def _problem(data: str, classes: int, index: int, seed: int, device: torch.device):
-    ds = load_dataset(data)
-    x, y = ds.batch(index, 1)
-    truth = torch.as_tensor(x).to(device)
-    label = torch.as_tensor(y).to(device) % classes
-    spec = ModelSpec(name="lenet", input_shape=tuple(ds.shape), classes=classes, seed=seed)
-    model = build_model(spec).to(device)
-    params = list(model.parameters())
-    grads = torch.autograd.grad(F.cross_entropy(model(truth), label), params)
-    return model, tuple(g.detach() for g in grads), truth, label
-
-
-def plain_dlg(model, target_grads, truth, *, classes: int, steps: int, seed: int, device: torch.device) -> BenchRun:
-    """The original DLG loop: randn dummies, LBFGS(lr=1), no line search, raw squared gradient distance."""
-    params = list(model.parameters())
-    gen = torch.Generator().manual_seed(seed)
-    dummy = torch.randn(truth.shape, generator=gen).to(device).requires_grad_(True)
-    dummy_label = torch.randn((truth.shape[0], classes), generator=gen).to(device).requires_grad_(True)
-    opt = torch.optim.LBFGS([dummy, dummy_label])
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        pred = model(dummy)
-        loss = torch.mean(torch.sum(-F.softmax(dummy_label, -1) * F.log_softmax(pred, -1), -1))
-        dy_dx = torch.autograd.grad(loss, params, create_graph=True)
-        diff = sum(((gx - gy) ** 2).sum() for gx, gy in zip(dy_dx, target_grads, strict=True))
-        diff.backward()
-        return diff
-
-    t0 = time.perf_counter()
-    t_succ: float | None = None
-    diverged_at: int | None = None
-    used = 0
-    for step in range(1, steps + 1):
-        loss = float(opt.step(closure).detach())
-        used = step
-        if not (math.isfinite(loss) and bool(torch.isfinite(dummy).all())):
-            diverged_at = step
-            break
-        if t_succ is None and psnr(dummy, truth) >= SUCCESS_PSNR:
-            t_succ = time.perf_counter() - t0
-    seconds = time.perf_counter() - t0
-    final = math.nan if diverged_at else psnr(dummy, truth)
-    return BenchRun("plain", -1, seed, final, diverged_at is not None, diverged_at, seconds, t_succ, used,
-                    final >= SUCCESS_PSNR)  # fmt: skip
-
-
-def improved_dlg(model, target_grads, truth, *, classes: int, steps: int, seed: int, device: torch.device) -> BenchRun:
-    """`dlg_lbfgs` with soft labels optimised jointly (DLG); it stops itself on its tolerance."""
-    t0 = time.perf_counter()
-    t_succ: list[float] = []
-
-    def monitor(step: int, x: torch.Tensor) -> None:
-        if not t_succ and psnr(x, truth) >= SUCCESS_PSNR:
-            t_succ.append(time.perf_counter() - t0)
-
-    try:
-        x, _, used, _ = dlg_lbfgs(model, target_grads, input_shape=tuple(truth.shape[1:]), classes=classes,
-                                  steps=steps, seed=seed, device=device, monitor=monitor)  # fmt: skip
-    except AttackFailed:
-        return BenchRun("improved", -1, seed, math.nan, True, None, time.perf_counter() - t0, None, steps, False)
-    seconds = time.perf_counter() - t0
-    final = psnr(x, truth)
-    return BenchRun("improved", -1, seed, final, False, None, seconds, t_succ[0] if t_succ else None, used,
-                    final >= SUCCESS_PSNR)  # fmt: skip
-
-
-def _summary(method: str, runs: list[BenchRun]) -> MethodSummary:
-    ok = [r for r in runs if r.success and r.time_to_success is not None]
-    return MethodSummary(
-        method=method,
-        runs=len(runs),
-        successes=sum(r.success for r in runs),
-        diverged=sum(r.diverged for r in runs),
-        stuck=sum(not r.success and not r.diverged for r in runs),
-        success_rate=sum(r.success for r in runs) / max(len(runs), 1),
-        median_time_to_success=statistics.median(r.time_to_success for r in ok) if ok else None,
-        median_seconds=statistics.median(r.seconds for r in runs) if runs else math.nan,
-    )
 
 
 def default_pairs(n: int, size: int) -> list[tuple[int, int]]:
@@ -167,83 +108,144 @@ def default_pairs(n: int, size: int) -> list[tuple[int, int]]:
     return [((i * step) % size, i) for i in range(n)]
 
 
-def bench_dlg(
-    *,
-    pairs: int = 10,
-    steps: int = 300,
-    classes: int = 100,
-    data: str = "photos",
-    device: str = "cpu",
-    threads: int | None = None,
-    console=None,
-) -> BenchReport:
-    """Run the plain DLG loop and the improved recipe on `pairs` (image, seed) pairs; print rich tables."""
+def devices(name: str) -> list[torch.device]:
+    """`all`: CPU and CUDA when present; `auto`: CUDA when present, else CPU; `cpu`; `cuda`."""
+    cuda = torch.cuda.is_available()
+    if name == "cuda" and not cuda:
+        raise ConfigError("--device cuda: no CUDA device is available here; use --device auto or --device cpu")
+    if name not in ("all", "auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: give all, auto, cpu or cuda")
+    if name == "all":
+        return [torch.device("cpu")] + ([torch.device("cuda")] if cuda else [])
+    return [torch.device("cuda" if name == "auto" and cuda else name.replace("auto", "cpu"))]
+
+
+def _run(method: str, p: Problem, *, steps: int, device: torch.device, x_tol: float, model: str) -> BenchRun:
+    with PeakMemory(device) as mem:
+        t0 = time.perf_counter()
+        out = METHODS[method](p, steps=steps, device=device, x_tol=x_tol)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+    final = math.nan if out.inputs is None else psnr(out.inputs.reshape(p.truth.shape), p.truth)
+    return BenchRun(method, device.type, model, p.index, p.seed, final, final >= SUCCESS_PSNR, out.diverged, seconds,
+                    out.steps, out.oracle_time, mem.peak / 2**20, out.note)  # fmt: skip
+
+
+def _summary(runs: list[BenchRun]) -> MethodSummary:
+    r0 = runs[0]
+    reached = [r.oracle_time for r in runs if r.oracle_time is not None]
+    finite = [r.psnr for r in runs if not math.isnan(r.psnr)]
+    return MethodSummary(
+        method=r0.method, device=r0.device, model=r0.model, runs=len(runs), successes=sum(r.success for r in runs),
+        success_rate=sum(r.success for r in runs) / len(runs), diverged=sum(r.diverged for r in runs),
+        median_seconds=statistics.median(r.seconds for r in runs), runs_per_second=len(runs) / sum(
+            r.seconds for r in runs), median_psnr=statistics.median(finite) if finite else None,
+        median_oracle_time=statistics.median(reached) if reached else None, peak_mib=max(r.peak_mib for r in runs),
+    )  # fmt: skip
+
+
+def bench(
+    *, pairs: int = 10, steps: int = 300, classes: int = 100, data: str = "photos", device: str = "all",
+    methods: tuple[str, ...] = ("original", "dlg", "idlg", "ig", "analytic"), x_tol: float = DEFAULT_X_TOL,
+    threads: int | None = None, batched: int = 0, rounds: int = 1, console: Any = None,
+) -> BenchReport:  # fmt: skip
+    """Every method on `pairs` (image, seed) pairs (interleaved per pair), per device; then the batched comparison
+    when `batched` > 1."""
     if pairs < 1 or steps < 1:
         raise ConfigError(f"--pairs {pairs} --steps {steps}: both must be at least 1")
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"--threads {threads}: give at least 1 (or leave it out for torch's default)")
         torch.set_num_threads(threads)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device.replace("auto", "cpu"))
+    for m in methods:
+        METHODS[m]  # unknown names: ConfigError listing the known ones
     ds = load_dataset(data)
     chosen = default_pairs(pairs, len(ds))
     runs: list[BenchRun] = []
-    for index, seed in chosen:
-        model, grads, truth, _ = _problem(data, classes, index, seed, dev)
-        for method in (plain_dlg, improved_dlg):
-            r = method(model, grads, truth, classes=classes, steps=steps, seed=seed, device=dev)
-            runs.append(BenchRun(**{**asdict(r), "index": index}))
-            if console is not None:
-                console.log(f"{r.method:8s} index {index:3d} seed {seed:3d}: {r.psnr:6.2f} dB  {r.seconds:6.2f} s")
-    plain = _summary("plain", [r for r in runs if r.method == "plain"])
-    improved = _summary("improved", [r for r in runs if r.method == "improved"])
-    ratio_tts = (
-        improved.median_time_to_success / plain.median_time_to_success
-        if improved.median_time_to_success and plain.median_time_to_success
-        else None
+    for dev in devices(device):
+        for index, seed in chosen:
+            image, label = (torch.as_tensor(v) for v in ds.batch(index, 1))
+            built: dict[str, Problem] = {}
+            for method in methods:
+                model = "mlp" if method in FC_FIRST else "lenet"
+                if model not in built:
+                    built[model] = make_problem(image, int(label[0]), model=model, classes=classes, seed=seed,
+                                                index=index, device=dev)  # fmt: skip
+                r = _run(method, built[model], steps=steps, device=dev, x_tol=x_tol, model=model)
+                runs.append(r)
+                if console is not None:
+                    console.log(f"{dev.type} {method:8s} index {index:3d} seed {seed:3d}: {r.psnr:6.2f} dB "
+                                f"{r.seconds:6.2f} s {r.note[:60]}")  # fmt: skip
+    groups: dict[tuple[str, str], list[BenchRun]] = {}
+    for r in runs:
+        groups.setdefault((r.device, r.method), []).append(r)
+    summaries = tuple(_summary(g) for g in groups.values())
+    by = {(s.device, s.method): s for s in summaries}
+    ratio = {
+        d: by[(d, "dlg")].median_seconds / by[(d, "original")].median_seconds
+        for d, m in by
+        if m == "dlg" and (d, "original") in by
+    }
+    reports = tuple(
+        bench_batched(jobs=batched, steps=steps, classes=classes, data=data, device=dev, x_tol=x_tol, rounds=rounds)
+        for dev in (devices(device) if batched > 1 else [])
     )
-    report = BenchReport(
-        data=data, classes=classes, steps=steps, device=str(dev), threads=torch.get_num_threads(),
-        pairs=tuple(chosen), runs=tuple(runs), plain=plain, improved=improved, ratio_time_to_success=ratio_tts,
-        ratio_seconds=improved.median_seconds / plain.median_seconds if plain.median_seconds else math.nan,
-    )  # fmt: skip
+    report = BenchReport(data=data, classes=classes, steps=steps, x_tol=x_tol, threads=torch.get_num_threads(),
+                         pairs=tuple(chosen), runs=tuple(runs), summaries=summaries, ratio_dlg_to_original=ratio,
+                         batched=reports)  # fmt: skip
     if console is not None:
+        from he_leak.bench_report import print_report
+
         print_report(report, console)
     return report
 
 
-def _fmt(v: float | None, spec: str = ".2f") -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
-def print_report(report: BenchReport, console) -> None:
-    from rich.table import Table
-
-    runs = Table(title=f"DLG runs ({report.data}, {report.classes} classes, ≤{report.steps} steps, {report.device})")
-    for col in ("method", "index", "seed", "PSNR dB", "diverged at", "steps", "time to 40 dB s", "total s"):
-        runs.add_column(col, justify="right")
-    for r in report.runs:
-        runs.add_row(r.method, str(r.index), str(r.seed), _fmt(r.psnr), str(r.diverged_at or "—"), str(r.steps),
-                     _fmt(r.time_to_success), _fmt(r.seconds))  # fmt: skip
-    console.print(runs)
-    summary = Table(title=f"success = PSNR ≥ {SUCCESS_PSNR:g} dB")
-    for col in ("method", "success", "diverged (NaN)", "stuck", "median time to success s", "median total s"):
-        summary.add_column(col, justify="right")
-    for s in (report.plain, report.improved):
-        summary.add_row(s.method, f"{s.successes}/{s.runs} ({s.success_rate:.0%})", str(s.diverged), str(s.stuck),
-                        _fmt(s.median_time_to_success), _fmt(s.median_seconds))  # fmt: skip
-    summary.add_row("improved / plain", "", "", "", _fmt(report.ratio_time_to_success, ".3f"),
-                    _fmt(report.ratio_seconds, ".3f"))  # fmt: skip
-    console.print(summary)
+def bench_batched(
+    *, jobs: int, steps: int, classes: int, data: str, device: torch.device, x_tol: float, rounds: int = 1
+) -> BatchedReport:
+    """`jobs` dlg runs on (image, seed) pairs of the DLG setting: one batched objective (`dlg_lbfgs_many`) against
+    one by one (`dlg_lbfgs`), alternating `rounds` times; runs/second from the medians."""
+    ds = load_dataset(data)
+    problems = []
+    for index, seed in default_pairs(jobs, len(ds)):
+        image, label = (torch.as_tensor(v) for v in ds.batch(index, 1))
+        problems.append(make_problem(image, int(label[0]), model="lenet", classes=classes, seed=seed, index=index,
+                                     device=device))  # fmt: skip
+    kw: dict[str, Any] = dict(input_shape=tuple(problems[0].truth.shape[1:]), classes=classes, steps=steps,
+                              device=device, x_tol=x_tol)  # fmt: skip
+    tb, to = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        many = dlg_lbfgs_many([MatchJob(model=p.model, target_grads=p.grads, seed=p.seed) for p in problems], **kw)
+        tb.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        alone = [dlg_lbfgs(p.model, p.grads, seed=p.seed, **kw) for p in problems]
+        to.append(time.perf_counter() - t0)
+    ok = [not isinstance(m, Exception) for m in many]
+    diff = max((float((m[0] - a[0]).abs().max()) for m, a, k in zip(many, alone, ok, strict=True) if k), default=0.0)
+    rb, ro = jobs / statistics.median(tb), jobs / statistics.median(to)
+    return BatchedReport(
+        device=device.type, jobs=jobs, seconds_batched=tuple(tb), seconds_one_by_one=tuple(to),
+        runs_per_second_batched=rb, runs_per_second_one_by_one=ro, speedup=rb / ro, max_abs_difference=diff,
+        successes_batched=sum(k and psnr(m[0], p.truth) >= SUCCESS_PSNR for m, p, k in zip(many, problems, ok,
+                                                                                            strict=True)),
+        successes_one_by_one=sum(psnr(a[0], p.truth) >= SUCCESS_PSNR for a, p in zip(alone, problems, strict=True)),
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m he_leak.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=10, help="number of (image, seed) pairs")
-    ap.add_argument("--steps", type=int, default=300, help="optimiser steps (LBFGS.step calls) per run")
+    ap.add_argument("--steps", type=int, default=300, help="step budget (LBFGS.step calls) per run")
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--data", default="photos")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ap.add_argument("--device", default="all", help="all (CPU, and CUDA when present), auto, cpu or cuda")
+    ap.add_argument("--methods", default="original,dlg,idlg,ig,analytic", help="comma-separated bench methods")
+    ap.add_argument("--x-tol", type=float, default=DEFAULT_X_TOL,
+                    help=f"dlg/idlg attacker-side stop (default {DEFAULT_X_TOL:g}; 0: run to the loss tolerance)")
+    ap.add_argument("--batched", type=int, default=0, help="also time K dlg jobs batched against one by one")
+    ap.add_argument("--rounds", type=int, default=1, help="alternations of the batched comparison")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     args = ap.parse_args(argv)
@@ -252,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         from rich.console import Console
 
         console = Console()
-    report = bench_dlg(pairs=args.pairs, steps=args.steps, classes=args.classes, data=args.data, device=args.device,
-                       threads=args.threads, console=console)  # fmt: skip
+    methods = tuple(m for m in args.methods.split(",") if m)
+    report = bench(pairs=args.pairs, steps=args.steps, classes=args.classes, data=args.data, device=args.device,
+                   methods=methods, x_tol=args.x_tol, threads=args.threads, batched=args.batched,
+                   rounds=args.rounds, console=console)  # fmt: skip
     if args.json:
         print(json.dumps(report.to_dict(), default=str, indent=1))
     return 0

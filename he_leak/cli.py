@@ -142,10 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(d)
     d.add_argument("--json", action="store_true", help="print one JSON object")
 
-    b = sub.add_parser("bench", help="plain DLG loop versus the project's dlg, side by side")
+    b = sub.add_parser("bench", help="original DLG loop versus the project's attacks, each with its own stop")
     b.add_argument("--pairs", type=int, default=10, help="(image, seed) pairs")
-    b.add_argument("--steps", type=int, default=300, help="L-BFGS steps")
-    b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    b.add_argument("--steps", type=int, default=300, help="L-BFGS step budget per run")
+    b.add_argument("--device", default="all", choices=("all", "auto", "cpu", "cuda"),
+                   help="all: CPU, and CUDA when present")  # fmt: skip
+    b.add_argument("--methods", default="original,dlg,idlg,ig,analytic", help="comma-separated bench methods")
+    b.add_argument("--x-tol", type=float, default=None, help="dlg/idlg attacker-side stop (default: the attacks')")
+    b.add_argument("--batched", type=int, default=0, help="also time K dlg jobs batched against one by one")
+    b.add_argument("--rounds", type=int, default=1, help="alternations of the batched comparison")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, all cores)")
     b.add_argument("--json", action="store_true")
 
@@ -257,8 +262,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from he_leak.bench import main as bench_main
 
-    argv = ["--pairs", str(args.pairs), "--steps", str(args.steps), "--device", args.device]
+    argv = ["--pairs", str(args.pairs), "--steps", str(args.steps), "--device", args.device, "--methods", args.methods]
+    argv += ["--batched", str(args.batched), "--rounds", str(args.rounds)]
     argv += ["--threads", str(args.threads)] if args.threads is not None else []
+    argv += ["--x-tol", str(args.x_tol)] if args.x_tol is not None else []
     return bench_main(argv + (["--json"] if args.json else []))
 
 

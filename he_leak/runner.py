@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -12,14 +13,14 @@ import torch
 from he_leak import attacks as _attacks  # noqa: F401  (registers the attacks)
 from he_leak import memory
 from he_leak import scenarios as _scenarios  # noqa: F401  (registers the scenarios)
-from he_leak.attacks.base import AttackOptions, Progress, make_attack
+from he_leak.attacks.base import Attack, AttackOptions, Progress, make_attack
 from he_leak.config import RunConfig
 from he_leak.data import check_labels, load_dataset
 from he_leak.errors import AttackFailed, ConfigError, HeLeakError
 from he_leak.metrics import psnr
 from he_leak.models import ModelSpec, build_model, shape_model
 from he_leak.prior import Prior
-from he_leak.records import Observation, Result, Truth
+from he_leak.records import Observation, Reconstruction, Result, Truth
 from he_leak.scenarios.base import SCENARIOS, Scenario
 from he_leak.scoring import Outcome, prior_only, score
 from he_leak.seeds import derive
@@ -28,7 +29,7 @@ from he_leak.versions import versions
 # What a numerically failed attack raises: recorded as a failed row, never dropped (config errors propagate).
 RUN_FAILURES = (AttackFailed, RuntimeError, FloatingPointError, np.linalg.LinAlgError, ArithmeticError)
 
-__all__ = ["RUN_FAILURES", "Outcome", "prepare", "resolve_device", "run_one", "run_outcome"]
+__all__ = ["RUN_FAILURES", "Outcome", "prepare", "resolve_device", "run_one", "run_outcome", "run_outcomes"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,9 +79,8 @@ def security_index(spec: ModelSpec, batch: int) -> float | None:
         return None
 
 
-def run_outcome(cfg: RunConfig, *, progress: Progress | None = None) -> Outcome:
-    """Run one attack and keep the images for figures; numerical failures become a row with success=False and
-    `error` set."""
+def _start(cfg: RunConfig, progress: Progress | None) -> tuple[Scenario, Observation, Truth, Attack, Result]:
+    """The scenario, what the attacker observes, the truth, the attack and the Result fields known before it runs."""
     device = resolve_device(cfg.device)
     scenario, obs, truth = prepare(cfg)
     attack = make_attack(
@@ -97,18 +97,21 @@ def run_outcome(cfg: RunConfig, *, progress: Progress | None = None) -> Outcome:
         security_index=truth.extras.get("security_index"), defences=scenario.defences or None,
         he_params=scenario.he_params(), versions=versions(), **truth.extras.get("result", {}),
     )  # fmt: skip
-    torch.manual_seed(derive(cfg.seed, "attack", "torch"))
-    start = time.perf_counter()
-    try:
-        rec = attack.reconstruct(obs)
-        if not torch.isfinite(rec.inputs).all():
-            raise AttackFailed("the reconstruction holds NaN or inf values")
-    except RUN_FAILURES as e:
-        seconds = time.perf_counter() - start
-        failed = dataclasses.replace(base, seconds=seconds, success=False, error=f"{type(e).__name__}: {e}")
+    return scenario, obs, truth, attack, base
+
+
+def _finish(
+    cfg: RunConfig, started: tuple[Scenario, Observation, Truth, Attack, Result], rec: Reconstruction | Exception,
+    seconds: float,
+) -> Outcome:  # fmt: skip
+    """Score a reconstruction (or record the failure) and add the utility when asked."""
+    scenario, obs, truth, _, base = started
+    if isinstance(rec, Reconstruction) and not torch.isfinite(rec.inputs).all():
+        rec = AttackFailed("the reconstruction holds NaN or inf values")
+    if isinstance(rec, Exception):
+        failed = dataclasses.replace(base, seconds=seconds, success=False, error=f"{type(rec).__name__}: {rec}")
         outcome = Outcome(prior_only(truth, obs, failed), {"truth": truth.plaintext.numpy()})
     else:
-        seconds = time.perf_counter() - start
         outcome = score(scenario, obs, truth, rec, dataclasses.replace(base, seconds=seconds))
     if cfg.utility:  # what the protection costs does not depend on whether this attack ran
         from he_leak.utility import utility
@@ -118,6 +121,36 @@ def run_outcome(cfg: RunConfig, *, progress: Progress | None = None) -> Outcome:
             outcome, result=dataclasses.replace(outcome.result, utility=acc, utility_plain=plain)
         )
     return outcome
+
+
+def run_outcome(cfg: RunConfig, *, progress: Progress | None = None) -> Outcome:
+    """Run one attack and keep the images for figures; numerical failures become a row with success=False and
+    `error` set."""
+    started = _start(cfg, progress)
+    torch.manual_seed(derive(cfg.seed, "attack", "torch"))
+    start = time.perf_counter()
+    try:
+        rec: Reconstruction | Exception = started[3].reconstruct(started[1])
+    except RUN_FAILURES as e:
+        rec = e
+    return _finish(cfg, started, rec, time.perf_counter() - start)
+
+
+def run_outcomes(cfgs: Sequence[RunConfig]) -> list[Outcome]:
+    """Runs that differ only in index and seed and whose attack is `batchable` (he_leak.work.group_runs): their
+    observations go through one `reconstruct_many` (one batched objective); the same outcomes as `run_outcome` one
+    by one, except `seconds`, the group's attack time shared equally."""
+    started = [_start(cfg, None) for cfg in cfgs]
+    attack = started[0][3]
+    start = time.perf_counter()
+    try:
+        recs: list[Reconstruction | Exception] = list(attack.reconstruct_many(
+            [s[1] for s in started], seeds=[s[3].options.seed for s in started]
+        ))  # fmt: skip
+    except RUN_FAILURES as e:
+        recs = [e] * len(cfgs)
+    seconds = (time.perf_counter() - start) / len(cfgs)
+    return [_finish(cfg, s, rec, seconds) for cfg, s, rec in zip(cfgs, started, recs, strict=True)]
 
 
 def run_one(cfg: RunConfig, *, progress: Progress | None = None) -> Result:

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from he_leak.attacks import ATTACKS
 from he_leak.config import RunConfig
 from he_leak.errors import HeLeakError
 from he_leak.records import Result
-from he_leak.runner import RUN_FAILURES, Outcome, run_outcome
+from he_leak.runner import RUN_FAILURES, Outcome, run_outcome, run_outcomes
 from he_leak.spec import resolved_encryptor
 from he_leak.store import jsonable
 from he_leak.text import one_line
@@ -54,10 +55,46 @@ def execute(cfg: RunConfig, runner: Runner | None = None, progress: Step | None 
     return Record(jsonable(row), panels, time.perf_counter() - start)
 
 
-def run_chunk(chunk: Iterable[RunConfig], runner: Runner | None = None) -> Iterator[Record]:
-    """The records of a chunk of runs, one as each finishes."""
-    for cfg in chunk:
-        yield execute(cfg, runner)
+def run_chunk(
+    chunk: Iterable[RunConfig], runner: Runner | None = None, progress: Step | None = None
+) -> Iterator[Record]:
+    """The records of a chunk of runs, as they finish: with the default runner, runs that can share one batched
+    objective (`group_runs`) run together, the others one by one."""
+    if runner is not None:
+        for cfg in chunk:
+            yield execute(cfg, runner, progress)
+        return
+    for group in group_runs(list(chunk)):
+        yield from (execute_group(group) if len(group) > 1 else [execute(group[0], None, progress)])
+
+
+def group_runs(chunk: Sequence[RunConfig]) -> list[list[RunConfig]]:
+    """The chunk's runs in groups that may share one batched objective: same config but for index and seed, with a
+    `batchable` attack (he_leak.attacks.base.Attack); groups in order of their first run, runs in chunk order."""
+    groups: dict[Any, list[RunConfig]] = {}
+    for k, cfg in enumerate(chunk):
+        cls = ATTACKS.get(cfg.attack)
+        shared = {n: v for n, v in cfg.key().items() if n not in ("index", "seed")}
+        key = repr(sorted(shared.items())) if cls is not None and cls.batchable else k
+        groups.setdefault(key, []).append(cfg)
+    return list(groups.values())
+
+
+def execute_group(group: Sequence[RunConfig]) -> list[Record]:
+    """Run a group from `group_runs` through one batched objective (he_leak.runner.run_outcomes); if the group
+    cannot be set up together (an input problem in one of its runs), one by one, so each failure stays its own."""
+    start = time.perf_counter()
+    try:
+        outcomes = run_outcomes(group)
+    except (*RUN_FAILURES, HeLeakError):
+        return [execute(cfg) for cfg in group]
+    wall = (time.perf_counter() - start) / len(group)
+    records = []
+    for cfg, outcome in zip(group, outcomes, strict=True):
+        row = outcome.result.to_dict() if isinstance(outcome.result, Result) else dict(outcome.result)
+        row["config"] = cfg.key()
+        records.append(Record(jsonable(row), dict(outcome.panels or {}), wall))
+    return records
 
 
 def failed_row(cfg: RunConfig, error: str, seconds: float | None) -> dict[str, Any]:

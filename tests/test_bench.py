@@ -12,9 +12,9 @@ from torch.nn import functional as F
 
 from he_leak.attacks.labels import recover_labels
 from he_leak.attacks.lbfgs_match import dlg_lbfgs
-from he_leak.bench import BenchReport, bench_dlg, main, psnr
+from he_leak.bench import BenchReport, bench, main, psnr
 from he_leak.data import load_dataset
-from he_leak.errors import AttackFailed
+from he_leak.errors import AttackFailed, ConfigError
 from he_leak.models import ModelSpec, build_model
 from he_leak.records import Observation
 
@@ -30,24 +30,35 @@ def _digit_problem(index: int = 0, batch: int = 1, seed: int = 0):
 
 
 def test_bench_smoke() -> None:
-    report = bench_dlg(pairs=2, steps=5, classes=10, data="digits", threads=1)
+    report = bench(pairs=2, steps=5, classes=10, data="digits", threads=1, device="cpu",
+                   methods=("original", "dlg", "idlg", "analytic"), batched=2)  # fmt: skip
     assert isinstance(report, BenchReport)
-    assert len(report.runs) == 4 and {r.method for r in report.runs} == {"plain", "improved"}
-    for s in (report.plain, report.improved):
+    assert len(report.runs) == 8 and {r.method for r in report.runs} == {"original", "dlg", "idlg", "analytic"}
+    assert {r.model for r in report.runs if r.method == "analytic"} == {"mlp"}  # needs an FC-first model
+    for s in report.summaries:
         assert s.runs == 2 and 0 <= s.successes <= 2 and 0 <= s.diverged <= 2
-        assert 0.0 <= s.success_rate <= 1.0 and s.median_seconds > 0
+        assert 0.0 <= s.success_rate <= 1.0 and s.median_seconds > 0 and s.runs_per_second > 0
     for r in report.runs:
-        assert r.seconds > 0 and 1 <= r.steps <= 5
+        assert r.seconds > 0 and 0 <= r.steps <= 5 or r.method == "analytic"
         assert r.success == (not math.isnan(r.psnr) and r.psnr >= 40)
-        assert r.time_to_success is None or r.time_to_success <= r.seconds
-    assert report.ratio_seconds > 0
+        assert r.oracle_time is None or r.oracle_time <= r.seconds
+        assert r.peak_mib >= 0
+    assert report.ratio_dlg_to_original["cpu"] > 0
+    (b,) = report.batched
+    assert b.jobs == 2 and b.speedup > 0 and b.max_abs_difference < 1e-2
     with pytest.raises(dataclasses.FrozenInstanceError):
-        report.plain.runs = 3  # frozen
+        report.summaries[0].runs = 3  # frozen
 
 
 def test_main_json(capsys) -> None:
-    assert main(["--pairs", "1", "--steps", "2", "--classes", "10", "--json", "--data", "digits"]) == 0
-    assert '"improved"' in capsys.readouterr().out
+    argv = ["--pairs", "1", "--steps", "2", "--classes", "10", "--json", "--data", "digits", "--methods", "dlg"]
+    assert main(argv) == 0
+    assert '"median_seconds"' in capsys.readouterr().out
+
+
+def test_bench_rejects_unknown_method() -> None:
+    with pytest.raises(ConfigError, match="original"):
+        bench(pairs=1, steps=1, classes=10, data="digits", methods=("nope",))
 
 
 @pytest.mark.parametrize("label_known", [False, True])

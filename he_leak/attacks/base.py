@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from he_leak.errors import AttackFailed
 from he_leak.records import Observation, Reconstruction
 from he_leak.registry import Registry
 
@@ -24,6 +26,13 @@ class AttackOptions:
     lr: float | None = None
     tv: float | None = None
     seed: int = 0
+    # The optimisation attacks' attacker-side stop (dlg, idlg): RMS change of the inputs per step, relative to the
+    # box range, below which the run ends (see he_leak.attacks.lbfgs_match.DEFAULT_X_TOL); 0 runs to tolerance.
+    x_tol: float | None = None
+    # dlg/idlg precision: None runs float32 until it stalls, then float64 (the batched objective pays only in float32);
+    # torch.float64 runs float64 from the start — on CPU the faster choice one run at a time (`he-leak bench`,
+    # method dlg-f64: 10/10 at ≥ 40 dB, median 11.0 s against 16.3 s, LeNet/photos, same process).
+    dtype: torch.dtype | None = None
     device: torch.device = torch.device("cpu")
     progress: Progress | None = None
 
@@ -33,6 +42,9 @@ class Attack(ABC):
 
     name: str = "attack"
     default_iterations: int = 0
+    # True: `reconstruct_many` runs many observations through one batched objective and the attack draws nothing from
+    # torch's global generator, so a sweep may group its runs (he_leak.work.group_runs)
+    batchable: bool = False
 
     def __init__(self, options: AttackOptions) -> None:
         self.options = options
@@ -48,6 +60,21 @@ class Attack(ABC):
     @abstractmethod
     def reconstruct(self, obs: Observation) -> Reconstruction:
         """Candidate model inputs (B × input_shape) for what was observed."""
+
+    def reconstruct_many(
+        self, observations: Sequence[Observation], *, seeds: Sequence[int] | None = None
+    ) -> list[Reconstruction | AttackFailed]:
+        """`reconstruct` for each observation (with its own seed when `seeds` is given): its Reconstruction, or the
+        AttackFailed it raised. Attacks that optimise many runs through one batched objective override this (and set
+        `batchable`); the results match one by one."""
+        out: list[Reconstruction | AttackFailed] = []
+        for k, obs in enumerate(observations):
+            attack = self if seeds is None else type(self)(dataclasses.replace(self.options, seed=seeds[k]))
+            try:
+                out.append(attack.reconstruct(obs))
+            except AttackFailed as e:
+                out.append(e)
+        return out
 
     def __repr__(self) -> str:
         o = self.options

@@ -2,20 +2,26 @@
 
 `dlg` optimises dummy data and soft dummy labels jointly; `idlg` first reads the labels from the last layer's
 gradient (batches too) and then matches the data only. Both run `dlg_lbfgs` (line search, scale-free objective,
-inputs started inside the box, float32 escalated to float64, stopping rule); restarts run one after another until
-one converges."""
+inputs started inside the box, float32 escalated to float64, the attacker-side stop `x_tol`); restarts run one after
+another until one converges. `reconstruct_many` runs many observations (and their restarts) through one batched
+objective."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from he_leak.attacks.base import ATTACKS, Attack, project
 from he_leak.attacks.labels import recover_labels
-from he_leak.attacks.lbfgs_match import DEFAULT_TOL, dlg_lbfgs
+from he_leak.attacks.lbfgs_many import MatchJob, dlg_lbfgs_many
+from he_leak.attacks.lbfgs_match import DEFAULT_TOL, DEFAULT_X_TOL, dlg_lbfgs
 from he_leak.errors import AttackFailed
 from he_leak.records import Observation, Reconstruction
+
+Result = tuple[torch.Tensor, torch.Tensor, int, float] | AttackFailed  # one restart's dlg_lbfgs result or failure
 
 
 @ATTACKS.register("dlg")
@@ -25,40 +31,93 @@ class DeepLeakage(Attack):
     name = "dlg"
     default_iterations = 300
     known_labels = False
+    batchable = True
 
     def labels(self, obs: Observation) -> torch.Tensor | None:
         return None
 
+    def _match(self, obs: Observation) -> dict[str, Any]:
+        """dlg_lbfgs's keyword arguments shared by every restart on `obs`."""
+        return dict(
+            input_shape=obs.input_shape, classes=obs.classes, steps=self.iterations, device=self.options.device,
+            batch=obs.batch, bounds=obs.bounds, loss=obs.loss, x_tol=self.x_tol,
+            **({} if self.options.dtype is None else {"dtype": self.options.dtype}),
+        )  # fmt: skip
+
+    @property
+    def x_tol(self) -> float:
+        return self.options.x_tol if self.options.x_tol is not None else DEFAULT_X_TOL
+
     def reconstruct(self, obs: Observation) -> Reconstruction:
         o = self.options
         label = self.labels(obs)
-        best: tuple[torch.Tensor, torch.Tensor, int, float] | None = None
-        errors: list[str] = []
-        total = 0
+        tries: list[Result] = []
         for r in range(o.restarts):
             try:
-                x, probs, used, loss = dlg_lbfgs(
-                    obs.model, obs.gradients, input_shape=obs.input_shape, classes=obs.classes,
-                    steps=self.iterations, seed=o.seed * 1000 + r, device=o.device, label=label, batch=obs.batch,
-                    bounds=obs.bounds, loss=obs.loss, mask=obs.mask,
-                    progress=o.progress,
-                )  # fmt: skip
+                tries.append(dlg_lbfgs(
+                    obs.model, obs.gradients, seed=o.seed * 1000 + r, label=label, mask=obs.mask,
+                    progress=o.progress, **self._match(obs),
+                ))  # fmt: skip
             except AttackFailed as e:
-                errors.append(f"restart {r}: {e}")
+                tries.append(e)
                 continue
-            total += used
-            if best is None or loss < best[3]:
-                best = (x, probs, used, loss)
-            if loss < DEFAULT_TOL:
+            if tries[-1][3] < DEFAULT_TOL:
                 break
-        if best is None:
+        return self._pick(obs, label, tries)
+
+    def reconstruct_many(
+        self, observations: Sequence[Observation], *, seeds: Sequence[int] | None = None
+    ) -> list[Reconstruction | AttackFailed]:
+        """Every restart of every observation through one batched objective (`dlg_lbfgs_many`) where they share an
+        architecture; the same Reconstructions as `reconstruct` one by one (all restarts run, the same one is
+        picked)."""
+        if len(observations) < 2:
+            return super().reconstruct_many(observations, seeds=seeds)
+        o = self.options
+        seeds = [o.seed] * len(observations) if seeds is None else list(seeds)
+        first = observations[0]
+        same = all(
+            (obs.input_shape, obs.batch, obs.classes, obs.bounds, obs.loss)
+            == (first.input_shape, first.batch, first.classes, first.bounds, first.loss)
+            for obs in observations
+        )
+        try:
+            if not same:
+                raise AttackFailed("observations differ in shape, bounds or loss")
+            labels = [self.labels(obs) for obs in observations]
+            jobs = [
+                MatchJob(model=obs.model, target_grads=obs.gradients, seed=seed * 1000 + r, label=lab, mask=obs.mask)
+                for obs, lab, seed in zip(observations, labels, seeds, strict=True)
+                for r in range(o.restarts)
+            ]
+            results = dlg_lbfgs_many(jobs, **self._match(first))
+        except AttackFailed:  # not batchable together (or a label not readable): one by one
+            return super().reconstruct_many(observations, seeds=seeds)
+        out: list[Reconstruction | AttackFailed] = []
+        for k, (obs, label) in enumerate(zip(observations, labels, strict=True)):
+            tries: list[Result] = []
+            for res in results[k * o.restarts : (k + 1) * o.restarts]:
+                tries.append(res)
+                if not isinstance(res, AttackFailed) and res[3] < DEFAULT_TOL:
+                    break
+            try:
+                out.append(self._pick(obs, label, tries))
+            except AttackFailed as e:
+                out.append(e)
+        return out
+
+    def _pick(self, obs: Observation, label: torch.Tensor | None, tries: list[Result]) -> Reconstruction:
+        """The lowest-loss restart among those tried (AttackFailed when every one failed)."""
+        errors = [f"restart {r}: {t}" for r, t in enumerate(tries) if isinstance(t, AttackFailed)]
+        done = [t for t in tries if not isinstance(t, AttackFailed)]
+        if not done:
             raise AttackFailed("; ".join(errors))
-        x, probs, _, loss = best
+        x, probs, _, loss = min(done, key=lambda t: t[3])
         labels = label if label is not None else probs.argmax(-1)
         return Reconstruction(
             inputs=project(x.float(), obs).cpu(),
             labels=labels.cpu(),
-            iterations=total,
+            iterations=sum(t[2] for t in done),
             loss=loss if math.isfinite(loss) else math.nan,
             info={"failed_restarts": errors},
         )

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from he_leak.engines.base import BATCH_SECONDS, Engine, Event, Finished, Work
 from he_leak.errors import ConfigError
-from he_leak.work import Runner, Step, execute
+from he_leak.work import Runner, Step, run_chunk
 
 
 class SerialEngine(Engine):
@@ -20,8 +20,8 @@ class SerialEngine(Engine):
     def run(self, work: Work, *, step: Step | None = None) -> Iterator[Event]:
         while (chunk := work.take()) is not None:
             batch, sent = [], time.monotonic()
-            for cfg in chunk:
-                batch.append(execute(cfg, self.runner, step))
+            for record in run_chunk(chunk, self.runner, step):  # groups runs that share a batched objective
+                batch.append(record)
                 if time.monotonic() - sent >= BATCH_SECONDS:  # every run when runs are slow
                     yield Finished(tuple(batch))
                     batch, sent = [], time.monotonic()

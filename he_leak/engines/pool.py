@@ -25,7 +25,7 @@ from typing import Any
 
 from he_leak.config import RunConfig
 from he_leak.engines.base import BATCH_SECONDS, TICK_SECONDS, Engine, Event, Finished, Lost, Tick, Work
-from he_leak.work import Runner, Step, execute
+from he_leak.work import Runner, Step, run_chunk
 
 STOP_SECONDS = 5.0  # how long an idle worker may take to exit after being told to
 
@@ -151,13 +151,18 @@ def _serve(conn: Connection, runner: Runner | None, threads: int, parent: int) -
         if chunk is None:
             return
         batch, sent = [], time.monotonic()
-        for cfg in chunk:
+        records = run_chunk(chunk, runner)  # groups runs that share a batched objective
+        while True:
             try:
-                batch.append(execute(cfg, runner))
+                record = next(records, None)
             except Exception:  # noqa: BLE001  (not dropped: sent to the driver, which raises it as WorkerError)
                 conn.send(("runs", batch))
-                conn.send(("error", f"run {cfg.key()} raised:\n{traceback.format_exc()}"))
+                left = [c.key() for c in chunk]
+                conn.send(("error", f"one of the runs {left} raised:\n{traceback.format_exc()}"))
                 return
+            if record is None:
+                break
+            batch.append(record)
             if time.monotonic() - sent >= BATCH_SECONDS:
                 conn.send(("runs", batch))
                 batch, sent = [], time.monotonic()
