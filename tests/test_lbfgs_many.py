@@ -98,13 +98,14 @@ PSNR_TOL_DB = 0.5
 
 def test_sweep_groups_batchable_runs_and_records_match_one_by_one() -> None:
     from he_leak.config import RunConfig
-    from he_leak.work import execute, group_runs, run_chunk
+    from he_leak.work import execute, execute_group, group_runs
 
     cfgs = [RunConfig(attack="dlg", index=i, seed=s, iterations=1, device="cpu") for i, s in ((0, 0), (3, 1), (9, 2))]
     cfgs.append(RunConfig(attack="analytic", model="mlp", index=0, seed=0, device="cpu"))
-    groups = group_runs(cfgs)
+    assert [len(g) for g in group_runs(cfgs)] == [1, 1, 1, 1]  # on the CPU a sweep does not group (GROUP_DEVICES)
+    groups = group_runs(cfgs, devices=("cpu",))
     assert [len(g) for g in groups] == [3, 1] and groups[0] == cfgs[:3]
-    grouped = list(run_chunk(cfgs))
+    grouped = execute_group(groups[0]) + [execute(groups[1][0])]
     alone = [execute(c) for c in cfgs]
     assert [r.row["config"] for r in grouped] == [r.row["config"] for r in alone]
     for g, a in zip(grouped, alone, strict=True):

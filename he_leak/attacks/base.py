@@ -29,9 +29,8 @@ class AttackOptions:
     # The optimisation attacks' attacker-side stop (dlg, idlg): RMS change of the inputs per step, relative to the
     # box range, below which the run ends (see he_leak.attacks.lbfgs_match.DEFAULT_X_TOL); 0 runs to tolerance.
     x_tol: float | None = None
-    # dlg/idlg precision: None runs float32 until it stalls, then float64 (the batched objective pays only in float32);
-    # torch.float64 runs float64 from the start — on CPU the faster choice one run at a time (`he-leak bench`,
-    # method dlg-f64: 10/10 at ≥ 40 dB, median 11.0 s against 16.3 s, LeNet/photos, same process).
+    # dlg/idlg precision: None is the device's policy (he_leak.attacks.dlg.DeepLeakage.dtype: float64 on CPU, float32
+    # escalated to float64 on CUDA); torch.float32 runs float32 until it stalls, then float64.
     dtype: torch.dtype | None = None
     device: torch.device = torch.device("cpu")
     progress: Progress | None = None
