@@ -24,6 +24,14 @@ from he_leak.records import Observation, Reconstruction
 Result = tuple[torch.Tensor, torch.Tensor, int, float] | AttackFailed  # one restart's dlg_lbfgs result or failure
 
 
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """dlg/idlg's precision, chosen once from the device: on CPU float64 from the start (LeNet/photos, `he-leak bench`,
+    one thread: 10/10 at ≥ 40 dB, median 11.0 s per run against 16.3 s for float32-then-float64 — the float32 phase
+    stalls on rounding at 39–55 dB and the run pays twice); elsewhere (CUDA) float32 first, escalated to float64 when
+    it stalls (GPUs run float64 at a fraction of float32's speed)."""
+    return torch.float64 if torch.device(device).type == "cpu" else torch.float32
+
+
 @ATTACKS.register("dlg")
 class DeepLeakage(Attack):
     """DLG: L-BFGS on the squared gradient distance over dummy data and soft dummy labels."""
@@ -46,13 +54,8 @@ class DeepLeakage(Attack):
 
     @property
     def dtype(self) -> torch.dtype:
-        """The precision policy, chosen once from the device: on CPU float64 from the start (LeNet/photos, `he-leak
-        bench`, one thread: 10/10 at ≥ 40 dB, median 11.0 s per run against 16.3 s for float32-then-float64 — the
-        float32 phase stalls on rounding at 39–55 dB and pays twice); elsewhere (CUDA) float32 first, escalated to
-        float64 when it stalls (GPUs run float64 at a fraction of float32's speed). AttackOptions.dtype overrides."""
-        if self.options.dtype is not None:
-            return self.options.dtype
-        return torch.float64 if torch.device(self.options.device).type == "cpu" else torch.float32
+        """AttackOptions.dtype, else the device's policy (`default_dtype`)."""
+        return self.options.dtype if self.options.dtype is not None else default_dtype(self.options.device)
 
     @property
     def x_tol(self) -> float:
