@@ -16,11 +16,15 @@ import math
 import torch
 from torch.nn import functional as F
 
-from he_leak.bench import _problem, psnr
+from he_leak.bench_methods import make_problem, psnr
+from he_leak.data import load_dataset
 
 
 def trace(index: int, seed: int, *, steps: int, line_search: bool, classes: int = 100) -> None:
-    model, grads, truth, label = _problem("photos", classes, index, seed, torch.device("cpu"))
+    x, y = load_dataset("photos").batch(index, 1)
+    p = make_problem(torch.as_tensor(x), int(y[0]), model="lenet", classes=classes, seed=seed, index=index,
+                     device=torch.device("cpu"))  # fmt: skip
+    model, grads, truth, label = p.model, p.grads, p.truth, p.label
     params = list(model.parameters())
     gen = torch.Generator().manual_seed(seed)
     dummy = torch.randn(truth.shape, generator=gen).requires_grad_(True)

@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("he_leak", "encryptors")
+PACKAGES = ("he_leak", "encryptors", "experiments")  # tests may import tenseal: TenSEAL is their reference
 MAX_LINES = 420  # "no module over ~400 lines"
 
 
