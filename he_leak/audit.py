@@ -86,7 +86,10 @@ class Audit:
 
 
 # Layers whose effect on the unknowns the rank count does not model (they would make the index meaningless).
-OUTSIDE_THE_MODEL = (nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.InstanceNorm2d)
+OUTSIDE_THE_MODEL = (
+    nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+    nn.InstanceNorm3d, nn.LocalResponseNorm,
+)  # fmt: skip
 
 
 def linear_rank(h: int, d: int, batch: int, weight_rank: int) -> tuple[int, int]:

@@ -68,11 +68,11 @@ def run_chunk(
         yield from (execute_group(group) if len(group) > 1 else [execute(group[0], None, progress)])
 
 
-# Devices on which a sweep groups runs through one batched objective. Not the CPU: there it does not pay (16 LeNet
-# dlg jobs, `he-leak bench --batched 16`: 219 s batched against 231 s one by one, 1.06×; one vmapped float64 pass
-# over 16 LeNets costs 63.7 ms against 16 × 3.2 ms single passes), and since a group's rounding differs from a
-# single run's, grouping would make rows depend on how the engine chunks the grid.
-GROUP_DEVICES = ("cuda",)
+# Devices on which a sweep groups runs through one batched objective: none by default. On the CPU it does not pay
+# (16 LeNet dlg jobs, `he-leak bench --batched 16`, float32: 219 s batched against 231 s one by one, 1.06×), and a
+# group's rounding differs from a single run's, so grouping would make rows depend on how the engine chunks the grid.
+# On CUDA it is unmeasured (no GPU was available), so it stays off until it is; `group_runs(devices=("cuda",))`.
+GROUP_DEVICES: tuple[str, ...] = ()
 
 
 def group_runs(chunk: Sequence[RunConfig], *, devices: Sequence[str] = GROUP_DEVICES) -> list[list[RunConfig]]:
@@ -83,10 +83,18 @@ def group_runs(chunk: Sequence[RunConfig], *, devices: Sequence[str] = GROUP_DEV
     for k, cfg in enumerate(chunk):
         cls = ATTACKS.get(cfg.attack)
         shared = {n: v for n, v in cfg.key().items() if n not in ("index", "seed")}
-        batch = cls is not None and cls.batchable and resolve_device(cfg.device).type in devices
+        batch = cls is not None and cls.batchable and bool(devices) and _device_type(cfg.device) in devices
         key = repr(sorted(shared.items())) if batch else k
         groups.setdefault(key, []).append(cfg)
     return list(groups.values())
+
+
+def _device_type(name: str) -> str | None:
+    """The run's device type, or None when this machine cannot resolve it (the run then fails alone in `execute`)."""
+    try:
+        return resolve_device(name).type
+    except HeLeakError:
+        return None
 
 
 def execute_group(group: Sequence[RunConfig]) -> list[Record]:

@@ -2,9 +2,10 @@
 
 `dlg` optimises dummy data and soft dummy labels jointly; `idlg` first reads the labels from the last layer's
 gradient (batches too) and then matches the data only. Both run `dlg_lbfgs` (line search, scale-free objective,
-inputs started inside the box, float32 escalated to float64, the attacker-side stop `x_tol`); restarts run one after
-another until one converges. `reconstruct_many` runs many observations (and their restarts) through one batched
-objective."""
+inputs started inside the box, a precision chosen from the device, the attacker-side stop `x_tol`); restarts run one
+after another until one reaches the objective's tolerance — with the attacker-side stop on, a run ends above it, so
+every restart runs (K restarts cost K runs). `reconstruct_many` runs many observations (and their restarts)
+through one batched objective."""
 
 from __future__ import annotations
 

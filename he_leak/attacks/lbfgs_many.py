@@ -71,7 +71,10 @@ class BatchedDistance:
                 t = [g.detach() * mm for g, mm in zip(j.target_grads, m, strict=True)]
                 masks.append(m)
                 targets.append(t)
-                weights.append(balance(t)[0])
+                try:  # a run whose target cannot be balanced has already failed in its own thread (dlg_lbfgs
+                    weights.append(balance(t)[0])  # checks first): give it zero weights, never fail the others
+                except AttackFailed:
+                    weights.append([0.0] * len(t))
             stack = lambda rows, i: torch.stack([r[i] for r in rows]).to(dev, dtype)  # noqa: E731
             tg = {n: stack(targets, i) for i, n in enumerate(self.names)}
             mk = {n: stack(masks, i) for i, n in enumerate(self.names)}
