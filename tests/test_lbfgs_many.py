@@ -126,3 +126,22 @@ def test_sweep_groups_batchable_runs_and_records_match_one_by_one() -> None:
         assert g.row["error"] == a.row["error"] and g.row["success"] == a.row["success"]
         assert g.row["iterations"] == a.row["iterations"] and g.row["label_correct"] == a.row["label_correct"]
         assert abs(g.row["input_psnr"] - a.row["input_psnr"]) <= PSNR_TOL_DB
+
+
+def test_the_stop_acts_only_in_the_last_precision_phase_after_the_skip() -> None:
+    """With float32 first, a huge x_tol must not end the float32 phase (its settling is rounding) and must end the
+    float64 phase exactly X_TOL_SKIP + 1 steps after it started."""
+    from he_leak.attacks.lbfgs_match import X_TOL_SKIP
+
+    obs, _ = _observation(0, 0)
+    seen: list[torch.dtype] = []
+
+    def monitor(step: int, x: torch.Tensor) -> None:  # bookkeeping: returns None, never stops the run
+        seen.append(x.dtype)
+
+    # tol=0: float32 cannot reach the tolerance, so it stalls and escalates (measured: 44 float32 steps, then 4)
+    _, _, used, _ = dlg_lbfgs(obs.model, obs.gradients, input_shape=(1, 8, 8), classes=10, steps=300, seed=0,
+                              max_iter=2, dtype=torch.float32, x_tol=1.0, tol=0.0, monitor=monitor)  # fmt: skip
+    f32, f64 = seen.count(torch.float32), seen.count(torch.float64)
+    assert f32 > X_TOL_SKIP + 1, "the float32 phase was cut short by the stop"
+    assert f64 == X_TOL_SKIP + 1 and used == f32 + f64 and seen[-1] == torch.float64
