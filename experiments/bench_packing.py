@@ -8,25 +8,13 @@ Run from the repository root: python -m experiments.bench_packing [--lengths 850
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from collections.abc import Callable
 
 import numpy as np
 
 from encryptors import tenseal_reference as ref
 from encryptors.packing import GradientPacker
-
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` calls (after one warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from he_leak.timing import median_seconds
 
 
 def main() -> None:
