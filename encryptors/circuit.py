@@ -32,7 +32,7 @@ import numpy as np
 from tenseal import sealapi
 
 from encryptors.circuit_eval import CkksEvaluator, CtVector, Grid, Replicated, canonical_scales, rotation_steps
-from encryptors.seal_backend import Randomness, SealContext, SealParams, encrypt
+from encryptors.seal_backend import Randomness, SealContext, SealParams, decrypt_values, encrypt
 from encryptors.seal_keys import KeySet
 from encryptors.security import SECURE_MAX_BITS
 from he_leak.errors import ConfigError, ParameterError
@@ -140,10 +140,4 @@ class CkksCircuit:
 
     def decrypt(self, ct: CtVector) -> np.ndarray:
         """Float64 values in the layout's shape: (length,) for Replicated, (rows, cols) for Grid."""
-        decryptor = sealapi.Decryptor(self.context.seal, self._keys.secret)
-        chunks = []
-        for cipher in ct.ciphertexts:
-            plain = sealapi.Plaintext()
-            decryptor.decrypt(cipher, plain)
-            chunks.append(np.asarray(self._encoder.decode_double(plain), np.float64))
-        return ct.layout.unpack(chunks)
+        return ct.layout.unpack(decrypt_values(self.context, self._keys.secret, self._encoder, ct.ciphertexts))

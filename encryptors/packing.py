@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tenseal import sealapi
 
-from encryptors.seal_backend import Randomness, SealContext, SealParams, encrypt
+from encryptors.seal_backend import Randomness, SealContext, SealParams, decrypt_values, encrypt
 from encryptors.seal_keys import KeySet
 from he_leak.errors import CiphertextError, ConfigError, ParameterError
 from he_leak.seeds import derive
@@ -185,10 +185,5 @@ class GradientPacker(_PackingBase):
 
     def decrypt(self, packed: Packed) -> np.ndarray:
         """The float64 vector (length ``packed.length``); only a key holder can (the server has no decrypt)."""
-        decryptor = sealapi.Decryptor(self.context.seal, self.keys.secret)
-        parts = []
-        for cipher in packed.ciphertexts:
-            plain = sealapi.Plaintext()
-            decryptor.decrypt(cipher, plain)
-            parts.append(np.asarray(self._encoder.decode_double(plain), np.float64))
+        parts = decrypt_values(self.context, self.keys.secret, self._encoder, packed.ciphertexts)
         return np.concatenate(parts)[: packed.length]

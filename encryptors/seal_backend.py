@@ -22,6 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 from tenseal import sealapi
 
 from encryptors.security import SECURE_MAX_BITS, check_security
@@ -146,4 +147,16 @@ def encrypt(context: SealContext, public_key: sealapi.PublicKey, plain: sealapi.
     """Public-key encryption of ``plain`` with randomness from ``seed`` alone."""
     out = sealapi.Ciphertext()
     sealapi.Encryptor(context.seeded(seed), public_key).encrypt(plain, out)
+    return out
+
+
+def decrypt_values(context: SealContext, secret_key: sealapi.SecretKey, encoder: sealapi.CKKSEncoder,
+                   ciphertexts) -> list[np.ndarray]:  # fmt: skip
+    """Each CKKS ciphertext decrypted and decoded to its float64 slot values (the key holder's side)."""
+    decryptor = sealapi.Decryptor(context.seal, secret_key)
+    out = []
+    for cipher in ciphertexts:
+        plain = sealapi.Plaintext()
+        decryptor.decrypt(cipher, plain)
+        out.append(np.asarray(encoder.decode_double(plain), np.float64))
     return out

@@ -4,6 +4,7 @@ Ray workers (the tests put this folder on their path)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -49,6 +50,18 @@ def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
 
 def without_timings(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in TIMING_KEYS}
+
+
+def rows_by_config(out: Path) -> dict[str, dict]:
+    """A results folder's rows keyed by config, timings dropped, refusing duplicates (a run recorded twice)."""
+    from he_leak.store import RESULTS_FILE, read_results
+
+    rows: dict[str, dict] = {}
+    for row in read_results(out / RESULTS_FILE):
+        key = json.dumps(row["config"], sort_keys=True)
+        assert key not in rows, f"recorded twice: {key}"
+        rows[key] = without_timings(row)
+    return rows
 
 
 class HalfAttack(Attack):

@@ -5,7 +5,6 @@ recorded once); a run that kills every worker it meets is recorded as failed; er
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from stubs import KillingRunner, cheap_grid, without_timings
+from stubs import KillingRunner, cheap_grid, rows_by_config
 
 from he_leak.cli import main
 from he_leak.config import RunConfig
@@ -27,15 +26,6 @@ from he_leak.work import Record
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def rows_by_config(out: Path) -> dict[str, dict]:
-    """Rows keyed by config, refusing duplicates (a run recorded twice)."""
-    rows: dict[str, dict] = {}
-    for row in read_results(out / RESULTS_FILE):
-        key = json.dumps(row["config"], sort_keys=True)
-        assert key not in rows, f"recorded twice: {key}"
-        rows[key] = without_timings(row)
-    return rows
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ is refused in one line naming the first."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import signal
@@ -16,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from stubs import cheap_grid, without_timings
+from stubs import cheap_grid, rows_by_config
 
 from he_leak.lock import lock_holder
 from he_leak.store import RESULTS_FILE, read_results
@@ -53,14 +52,6 @@ def wait_for(condition, proc: subprocess.Popen, what: str) -> bool:
         time.sleep(0.005)
     return True
 
-
-def rows_by_config(out: Path) -> dict[str, dict]:
-    rows: dict[str, dict] = {}
-    for row in read_results(out / RESULTS_FILE):
-        key = json.dumps(row["config"], sort_keys=True)
-        assert key not in rows, f"recorded twice: {key}"
-        rows[key] = without_timings(row)
-    return rows
 
 
 def children(pid: int) -> list[int]:
