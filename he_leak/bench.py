@@ -1,9 +1,10 @@
 """Benchmark: the original DLG loop (Zhu et al. 2019) against the project's attacks on the DLG paper's setting (LeNet,
 held-out 32×32 photos, 100 classes), every method with its own stopping rule, interleaved per (image, seed) pair in
-one process; and `--batched K`: K dlg jobs through one batched objective against the same K one by one.
+one process; and `--batched K`: K runs of dlg, idlg or ig (`--batched-method`) through one batched objective against
+the same K one by one.
 
     python -m he_leak.bench --pairs 10 [--methods original,dlg,idlg,ig,analytic] [--device all] [--json]
-    python -m he_leak.bench --batched 16
+    python -m he_leak.bench --pairs 1 --methods analytic --batched 16 [--batched-method ig]
 
 Columns: wall seconds per run (median; what a user pays, the method deciding itself when to stop), success rate
 (final PSNR ≥ 40 dB against the true image, data range 1, clamped to [0, 1]), final PSNR (median), runs/second, peak
@@ -19,16 +20,17 @@ import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 
-from he_leak.attacks.lbfgs_many import MatchJob, dlg_lbfgs_many
-from he_leak.attacks.lbfgs_match import DEFAULT_X_TOL, dlg_lbfgs
+from he_leak.attacks.base import AttackOptions, make_attack
+from he_leak.attacks.lbfgs_match import DEFAULT_X_TOL
 from he_leak.bench_methods import METHODS, SUCCESS_PSNR, PeakMemory, Problem, make_problem, psnr
 from he_leak.data import load_dataset
-from he_leak.errors import ConfigError
+from he_leak.errors import AttackFailed, ConfigError
+from he_leak.records import Observation, Reconstruction
 
 __all__ = ["SUCCESS_PSNR", "BenchReport", "bench", "default_pairs", "main", "psnr"]
 FC_FIRST = {"analytic"}  # methods that need a fully connected first layer: run on the MLP problem
@@ -71,10 +73,13 @@ class MethodSummary:
 
 @dataclass(frozen=True)
 class BatchedReport:
-    """K dlg jobs through one batched objective against the same K one by one (interleaved `rounds` times)."""
+    """K runs of one attack through one batched objective against the same K one by one (alternated `rounds`
+    times)."""
 
     device: str
+    method: str  # dlg, idlg or ig
     jobs: int
+    dtype: str  # both sides: dlg/idlg float32 first, escalated to float64 when it stalls (the CUDA policy); ig float32
     seconds_batched: tuple[float, ...]
     seconds_one_by_one: tuple[float, ...]
     runs_per_second_batched: float  # from the median over rounds
@@ -148,7 +153,7 @@ def _summary(runs: list[BenchRun]) -> MethodSummary:
 def bench(
     *, pairs: int = 10, steps: int = 300, classes: int = 100, data: str = "photos", device: str = "all",
     methods: tuple[str, ...] = ("original", "dlg", "idlg", "ig", "analytic"), x_tol: float = DEFAULT_X_TOL,
-    threads: int | None = None, batched: int = 0, rounds: int = 1, console: Any = None,
+    threads: int | None = None, batched: int = 0, rounds: int = 1, batched_method: str = "dlg", console: Any = None,
 ) -> BenchReport:  # fmt: skip
     """Every method on `pairs` (image, seed) pairs (interleaved per pair), per device; then the batched comparison
     when `batched` > 1."""
@@ -188,7 +193,8 @@ def bench(
         if m == "dlg" and (d, "original") in by
     }
     reports = tuple(
-        bench_batched(jobs=batched, steps=steps, classes=classes, data=data, device=dev, x_tol=x_tol, rounds=rounds)
+        bench_batched(jobs=batched, steps=steps, classes=classes, data=data, device=dev, x_tol=x_tol, rounds=rounds,
+                      method=batched_method)  # fmt: skip
         for dev in (devices(device) if batched > 1 else [])
     )
     report = BenchReport(data=data, classes=classes, steps=steps, x_tol=x_tol, threads=torch.get_num_threads(),
@@ -201,37 +207,55 @@ def bench(
     return report
 
 
+BATCHED_METHODS = ("dlg", "idlg", "ig")
+
+
 def bench_batched(
-    *, jobs: int, steps: int, classes: int, data: str, device: torch.device, x_tol: float, rounds: int = 1
-) -> BatchedReport:
-    """`jobs` dlg runs on (image, seed) pairs of the DLG setting: one batched objective (`dlg_lbfgs_many`) against
-    one by one (`dlg_lbfgs`), alternating `rounds` times; runs/second from the medians."""
+    *, jobs: int, steps: int, classes: int, data: str, device: torch.device, x_tol: float, rounds: int = 1,
+    method: str = "dlg",
+) -> BatchedReport:  # fmt: skip
+    """`jobs` runs of `method` on (image, seed) pairs of the DLG setting: the attack's `reconstruct_many` (one batched
+    objective) against `reconstruct` one by one, alternating `rounds` times; runs/second from the medians."""
+    if method not in BATCHED_METHODS:
+        raise ConfigError(f"--batched-method {method!r}: give one of {', '.join(BATCHED_METHODS)}")
     ds = load_dataset(data)
     problems = []
     for index, seed in default_pairs(jobs, len(ds)):
         image, label = (torch.as_tensor(v) for v in ds.batch(index, 1))
         problems.append(make_problem(image, int(label[0]), model="lenet", classes=classes, seed=seed, index=index,
                                      device=device))  # fmt: skip
-    kw: dict[str, Any] = dict(input_shape=tuple(problems[0].truth.shape[1:]), classes=classes, steps=steps,
-                              device=device, x_tol=x_tol)  # fmt: skip
+    # dlg/idlg float32 first on both sides: in float64 one batched pass over 16 LeNets costs nearly 16 single ones on
+    # a CPU. ig runs float32 always, with its own iteration count.
+    options = AttackOptions(iterations=None if method == "ig" else steps, device=str(device), x_tol=x_tol,
+                            dtype=torch.float32)  # fmt: skip
+    attack = make_attack(method, options)
+    observations, seeds = [p.observation() for p in problems], [p.seed for p in problems]
     tb, to = [], []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        many = dlg_lbfgs_many([MatchJob(model=p.model, target_grads=p.grads, seed=p.seed) for p in problems], **kw)
+        many = attack.reconstruct_many(observations, seeds=seeds)
         tb.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        alone = [dlg_lbfgs(p.model, p.grads, seed=p.seed, **kw) for p in problems]
+        alone = [_alone(method, replace(options, seed=s), o) for o, s in zip(observations, seeds, strict=True)]
         to.append(time.perf_counter() - t0)
-    ok = [not isinstance(m, Exception) for m in many]
-    diff = max((float((m[0] - a[0]).abs().max()) for m, a, k in zip(many, alone, ok, strict=True) if k), default=0.0)
+    pairs = [(m, a, p) for m, a, p in zip(many, alone, problems, strict=True)]
+    done = [(m, a) for m, a, _ in pairs if isinstance(m, Reconstruction) and isinstance(a, Reconstruction)]
+    diff = max((float((m.inputs - a.inputs).abs().max()) for m, a in done), default=0.0)
+    ok = lambda r, p: isinstance(r, Reconstruction) and psnr(r.inputs, p.truth) >= SUCCESS_PSNR  # noqa: E731
     rb, ro = jobs / statistics.median(tb), jobs / statistics.median(to)
     return BatchedReport(
-        device=device.type, jobs=jobs, seconds_batched=tuple(tb), seconds_one_by_one=tuple(to),
-        runs_per_second_batched=rb, runs_per_second_one_by_one=ro, speedup=rb / ro, max_abs_difference=diff,
-        successes_batched=sum(k and psnr(m[0], p.truth) >= SUCCESS_PSNR for m, p, k in zip(many, problems, ok,
-                                                                                            strict=True)),
-        successes_one_by_one=sum(psnr(a[0], p.truth) >= SUCCESS_PSNR for a, p in zip(alone, problems, strict=True)),
+        device=device.type, method=method, jobs=jobs, dtype="float32" if method == "ig" else "float32 first",
+        seconds_batched=tuple(tb), seconds_one_by_one=tuple(to), runs_per_second_batched=rb,
+        runs_per_second_one_by_one=ro, speedup=rb / ro, max_abs_difference=diff,
+        successes_batched=sum(ok(m, p) for m, _, p in pairs), successes_one_by_one=sum(ok(a, p) for _, a, p in pairs),
     )  # fmt: skip
+
+
+def _alone(method: str, options: AttackOptions, obs: Observation) -> Reconstruction | AttackFailed:
+    try:
+        return make_attack(method, options).reconstruct(obs)
+    except AttackFailed as e:
+        return e
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="original,dlg,idlg,ig,analytic", help="comma-separated bench methods")
     ap.add_argument("--x-tol", type=float, default=DEFAULT_X_TOL,
                     help=f"dlg/idlg attacker-side stop (default {DEFAULT_X_TOL:g}; 0: run to the loss tolerance)")
-    ap.add_argument("--batched", type=int, default=0, help="also time K dlg jobs batched against one by one")
+    ap.add_argument("--batched", type=int, default=0, help="also time K runs batched against one by one")
+    ap.add_argument("--batched-method", default="dlg", choices=BATCHED_METHODS, help="the attack --batched times")
     ap.add_argument("--rounds", type=int, default=1, help="alternations of the batched comparison")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
@@ -257,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = tuple(m for m in args.methods.split(",") if m)
     report = bench(pairs=args.pairs, steps=args.steps, classes=args.classes, data=args.data, device=args.device,
                    methods=methods, x_tol=args.x_tol, threads=args.threads, batched=args.batched,
+                   batched_method=args.batched_method,
                    rounds=args.rounds, console=console)  # fmt: skip
     if args.json:
         print(json.dumps(report.to_dict(), default=str, indent=1))

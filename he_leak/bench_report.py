@@ -38,7 +38,8 @@ def print_report(report: Any, console: Any) -> None:
         console.print(f"{d}: median wall time per run, dlg / original loop = {ratio:.3f}")
     for b in report.batched:
         console.print(
-            f"{b.device}: {b.jobs} dlg jobs, batched {b.runs_per_second_batched:.3f} runs/s vs one by one "
+            f"{b.device}: {b.jobs} {b.method} runs ({b.dtype}), batched {b.runs_per_second_batched:.3f} runs/s vs one "
+            f"by one "
             f"{b.runs_per_second_one_by_one:.3f} runs/s: ×{b.speedup:.2f} (max |Δx| {b.max_abs_difference:.2e}; "
             f"≥40 dB {b.successes_batched} vs {b.successes_one_by_one})"
         )

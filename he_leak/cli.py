@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all: CPU, and CUDA when present")  # fmt: skip
     b.add_argument("--methods", default="original,dlg,idlg,ig,analytic", help="comma-separated bench methods")
     b.add_argument("--x-tol", type=float, default=None, help="dlg/idlg attacker-side stop (default: the attacks')")
-    b.add_argument("--batched", type=int, default=0, help="also time K dlg jobs batched against one by one")
+    b.add_argument("--batched", type=int, default=0, help="also time K runs batched against one by one")
+    b.add_argument("--batched-method", default="dlg", choices=("dlg", "idlg", "ig"), help="the attack --batched times")
     b.add_argument("--rounds", type=int, default=1, help="alternations of the batched comparison")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, all cores)")
     b.add_argument("--json", action="store_true")
@@ -263,7 +264,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from he_leak.bench import main as bench_main
 
     argv = ["--pairs", str(args.pairs), "--steps", str(args.steps), "--device", args.device, "--methods", args.methods]
-    argv += ["--batched", str(args.batched), "--rounds", str(args.rounds)]
+    argv += ["--batched", str(args.batched), "--rounds", str(args.rounds), "--batched-method", args.batched_method]
     argv += ["--threads", str(args.threads)] if args.threads is not None else []
     argv += ["--x-tol", str(args.x_tol)] if args.x_tol is not None else []
     return bench_main(argv + (["--json"] if args.json else []))

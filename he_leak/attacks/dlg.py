@@ -5,7 +5,7 @@ gradient (batches too) and then matches the data only. Both run `dlg_lbfgs` (lin
 inputs started inside the box, a precision chosen from the device, the attacker-side stop `x_tol`); restarts run one
 after another until one reaches the objective's tolerance — with the attacker-side stop on, a run ends above it, so
 every restart runs (K restarts cost K runs). `reconstruct_many` runs many observations (and their restarts)
-through one batched objective."""
+through one batched objective, in one thread (`he_leak.attacks.lockstep`)."""
 
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ Result = tuple[torch.Tensor, torch.Tensor, int, float] | AttackFailed  # one res
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
-    """dlg/idlg's precision, chosen once from the device: on CPU float64 from the start (LeNet/photos, `he-leak bench`,
-    one thread: 10/10 at ≥ 40 dB, median 11.0 s per run against 16.3 s for float32-then-float64 — the float32 phase
-    stalls on rounding at 39–55 dB and the run pays twice); elsewhere (CUDA) float32 first, escalated to float64 when
-    it stalls (GPUs run float64 at a fraction of float32's speed)."""
+    """dlg/idlg's precision, chosen once from the device: on CPU float64 from the start (LeNet/photos, `he-leak bench
+    --pairs 10`, 2 threads: 10/10 at ≥ 40 dB, median 13.3 s per run against 20.3 s for float32-then-float64 — the
+    float32 phase stalls on rounding at 39–55 dB and the run pays twice); elsewhere (CUDA) float32 first, escalated to
+    float64 when it stalls (GPUs run float64 at a fraction of float32's speed)."""
     return torch.float64 if torch.device(device).type == "cpu" else torch.float32
 
 

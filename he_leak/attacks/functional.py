@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch.func import functional_call, grad, grad_and_value, vmap
+from torch.nn import functional as F
 
 from he_leak.losses import LOSSES
 from he_leak.records import Observation
@@ -34,19 +36,65 @@ class GradientModel:
     def grads(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
         """The loss's batch-mean gradient wrt every parameter for x (B×input_shape) with labels or label
         distributions y; hidden entries zeroed."""
-
-        def loss(params: dict[str, torch.Tensor]) -> torch.Tensor:
-            return self.loss(functional_call(self.model, params, (x,)), y)
-
-        g = grad(loss)(self.params)
-        return self._visible([g[n] for n in self.names])
+        return _grads(self.model, self.loss, self.names, self.params, self.mask, x, y)
 
     def cosine(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """1 − cosine similarity between the dummy gradient and the target, over the visible entries."""
-        g = self.grads(x, y)
-        dot = sum((a * b).sum() for a, b in zip(g, self.target, strict=True))
-        norm = torch.sqrt(sum((a * a).sum() for a in g))
-        return 1 - dot / (norm * self.target_sq**0.5 + 1e-30)
+        return cosine_distance(self.grads(x, y), self.target, self.target_sq)
+
+
+def _grads(module, loss_fn, names, params, mask, x, y) -> list[torch.Tensor]:
+    def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return loss_fn(functional_call(module, p, (x,)), y)
+
+    g = grad(loss)(params)
+    out = [g[n] for n in names]
+    return out if mask is None else [a * m for a, m in zip(out, mask, strict=True)]
+
+
+def cosine_distance(g: Sequence[torch.Tensor], target: Sequence[torch.Tensor], target_sq: Any) -> torch.Tensor:
+    """1 − cosine similarity between gradients g and target (whose squared norm is target_sq)."""
+    dot = sum((a * b).sum() for a, b in zip(g, target, strict=True))
+    norm = torch.sqrt(sum((a * a).sum() for a in g))
+    return 1 - dot / (norm * target_sq**0.5 + 1e-30)
+
+
+class StackedGradientModels:
+    """GradientModels of several observations of one architecture, stacked, so that runs on different observations
+    (each with its own weights, target, mask and labels) share one vmapped pass: `values_and_grads`."""
+
+    def __init__(self, models: Sequence[GradientModel], *, classes: int) -> None:
+        m0 = models[0]
+        self.classes = classes
+        self.model, self.loss, self.names = m0.model, m0.loss, m0.names
+        self.params = {n: torch.stack([m.params[n] for m in models]) for n in self.names}
+        self.target = [torch.stack(ts) for ts in zip(*(m.target for m in models), strict=True)]
+        self.target_sq = torch.tensor([m.target_sq for m in models], dtype=m0.dtype, device=m0.device)
+        masked = [m.mask is not None for m in models]
+        if any(masked) and not all(masked):
+            raise ValueError("StackedGradientModels: some observations are masked and some are not")
+        self.mask = [torch.stack(ms) for ms in zip(*(m.mask for m in models), strict=True)] if all(masked) else None
+
+    def values_and_grads(
+        self, xs: torch.Tensor, owner: torch.Tensor, labels: torch.Tensor, tv: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cosine distance + tv·total variation for run r = xs[r] on observation owner[r] with labels[r], and its
+        gradient wrt xs[r], for every run in one pass (what `GradientModel.cosine` + tv·TV gives one by one). Class
+        labels become one-hot rows first (F.one_hot cannot run under vmap; the losses take either)."""
+        if not labels.is_floating_point():
+            labels = F.one_hot(labels.long(), self.classes).to(self.target_sq.dtype)
+
+        def objective(x, params, target, target_sq, mask, y):
+            g = _grads(self.model, self.loss, self.names, params, mask, x, y)
+            return cosine_distance(g, target, target_sq) + tv * total_variation(x)
+
+        pick = lambda v: v.index_select(0, owner)  # noqa: E731
+        params = {n: pick(v) for n, v in self.params.items()}
+        mask, mask_dim = (None, None) if self.mask is None else ([pick(m) for m in self.mask], 0)
+        g, v = vmap(grad_and_value(objective), in_dims=(0, 0, 0, 0, mask_dim, 0))(
+            xs, params, [pick(t) for t in self.target], pick(self.target_sq), mask, labels
+        )
+        return v, g
 
 
 def batched_value_and_grad(

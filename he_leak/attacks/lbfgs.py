@@ -1,11 +1,12 @@
-"""L-BFGS whose long memory costs two passes over the stored pairs per iteration, with scipy's strong-Wolfe search.
+"""L-BFGS whose long memory costs two passes over the stored pairs per iteration, with a strong-Wolfe search.
 
 Why not `torch.optim.LBFGS`: it runs the two-loop recursion as ~4·m small tensor operations per iteration. DLG on
 LeNet wants m = 300 pairs (fewer evaluations to 40 dB than m = 100), and there that Python-level bookkeeping cost
 ~5 ms an iteration against ~2–3 ms for the objective itself (one CPU thread). Here the recursion is the same algebra
 written as two triangular solves on the m×m inner products sᵢᵀyⱼ and yᵢᵀyⱼ, kept up to date with one pass over the
 pairs per iteration; the direction is the second pass. Nocedal & Wright, Numerical Optimization, §7.2 (two-loop
-recursion) and §3.5 (line search); the step length comes from `scipy.optimize.line_search`.
+recursion) and §3.5 (line search); the step length comes from `he_leak.attacks.wolfe` (trials evaluated where x
+lives: no n-vector goes to the host per trial, only φ and φ').
 
 With pairs (sᵢ, yᵢ), i oldest to newest, A = [sᵢᵀyⱼ] and the two loops' coefficients α and δ = α − β:
     triu(A)·α = S·g                                       (first loop, newest to oldest)
@@ -15,15 +16,30 @@ With pairs (sᵢ, yᵢ), i oldest to newest, A = [sᵢᵀyⱼ] and the two loops
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
 
-import numpy as np
 import torch
-from scipy.optimize import line_search
 
-Objective = Callable[[torch.Tensor], tuple[float, torch.Tensor]]  # flat x -> (f(x), ∇f(x)) on x's device and dtype
+from he_leak.attacks.wolfe import strong_wolfe
+
+Evaluation = tuple[float, torch.Tensor]  # f(x), ∇f(x) on x's device and in its dtype
+Objective = Callable[[torch.Tensor], Evaluation]  # flat x -> its Evaluation
+T = TypeVar("T")
+# A computation that needs evaluations: it yields what it wants evaluated, is sent the Evaluation, returns a T. Written
+# this way, one run drives it with its own objective (`drive`) and `he_leak.attacks.lockstep` drives many of them
+# with one batched objective, in one thread.
+Asking = Generator[Any, Evaluation, T]
+
+
+def drive(co: Asking[T], evaluate: Callable[[Any], Evaluation]) -> T:
+    """Run `co` to its end, answering each request with `evaluate(request)`; its return value."""
+    try:
+        request = next(co)
+        while True:
+            request = co.send(evaluate(request))
+    except StopIteration as stop:
+        return stop.value
 
 CURVATURE_EPS = 1e-10  # a pair is kept only when sᵀy > CURVATURE_EPS · yᵀy (as torch.optim.LBFGS)
 # The stored pairs only shape the search direction (the line search runs on the true objective), so they are kept
@@ -125,69 +141,61 @@ class Minimizer:
     """L-BFGS from x0 on `fun`; `iterate(k)` runs up to k iterations and says whether it can go on.
 
     The iterate is kept in float64 (so a step s = t·d is exact) while `fun`, its gradient and the memory work in
-    `dtype` (float32 where that is precise enough: half the memory traffic).
+    `dtype` (float32 where that is precise enough: half the memory traffic). `steps(k)` is `iterate(k)` as an
+    `Asking` computation (it yields points in `dtype`); then `fun` may be None and `first` is the evaluation at x0.
     """
 
-    def __init__(self, fun: Objective, x0: torch.Tensor, *, history: int, dtype: torch.dtype | None = None) -> None:
+    def __init__(  # fmt: skip
+        self, fun: Objective | None, x0: torch.Tensor, *, history: int, dtype: torch.dtype | None = None,
+        first: Evaluation | None = None,
+    ) -> None:
         self.fun, self.dtype = fun, dtype or x0.dtype
         self.x = x0.detach().reshape(-1).to(torch.float64).clone()
-        self.f, self.g = fun(self.x.to(self.dtype))
+        self.f, self.g = first if first is not None else fun(self.x.to(self.dtype))
         self.evaluations = 1
         self.memory = Memory(self.x.numel(), history, device=self.x.device)
-        self._cache: tuple[np.ndarray, torch.Tensor, float, torch.Tensor] | None = None
 
-    def _evaluate(self, z: np.ndarray) -> tuple[float, torch.Tensor]:
-        if self._cache is None or not np.array_equal(self._cache[0], z):
-            x = torch.from_numpy(z).to(device=self.x.device)
-            f, g = self.fun(x.to(self.dtype))
-            self.evaluations += 1
-            self._cache = (z.copy(), x, f, g)
-        return self._cache[2], self._cache[3]
+    def _search(self, d: torch.Tensor) -> Asking[bool]:
+        """Strong-Wolfe step along d (`he_leak.attacks.wolfe`); on success move there and update the memory.
 
-    def _search(self, d: torch.Tensor) -> bool:
-        """Strong-Wolfe step along d; on success move there and update the memory.
-
-        When scipy's search ends without a Wolfe point (it gives up after 25 trials) but one of its trials did
-        decrease f, that trial is taken, as torch.optim.LBFGS takes whatever its search returns: giving up there
-        stalled DLG on about 1 in 12 CKKS key draws at ~13% of the ciphertext bytes.
+        Trials are evaluated where x lives; the search itself sees two floats per trial (φ and φ'). When it ends
+        without a Wolfe point but one of its trials did decrease f, that trial is taken, as torch.optim.LBFGS takes
+        whatever its search returns: giving up there stalled DLG on about 1 in 12 CKKS key draws at ~13% of the
+        ciphertext bytes (measured with scipy's search, which gave up the same way).
         """
-        xk, pk = self.x.cpu().numpy(), d.double().cpu().numpy()
-        gk = self.g.double().cpu().numpy()
-        best: list = [self.f, None]  # the lowest f seen on this line and its z
-
-        def value(z: np.ndarray) -> float:
-            f = self._evaluate(z)[0]
-            if f < best[0]:
-                best[:] = [f, z.copy()]
-            return f
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "The line search algorithm did not converge")  # None: handled
-            step = line_search(
-                value, lambda z: self._evaluate(z)[1].double().cpu().numpy(),
-                xk, pk, gfk=gk, old_fval=self.f, c1=1e-4, c2=0.9, maxiter=25,
-            )[0]  # fmt: skip
-        if step is None or not math.isfinite(step) or step <= 0:
-            if best[1] is None:
-                return False
-            step = float(np.dot(best[1] - xk, pk) / np.dot(pk, pk))
-            z = best[1]
-        else:
-            z = xk + step * pk
-        f, g = self._evaluate(z)  # cached: the search's last evaluation is at the accepted step
-        x = self._cache[1]
-        if not f < self.f:
+        d64 = d.double()
+        search = strong_wolfe(self.f, float(self.g.double() @ d64))
+        best = last = None  # (f, t, x, g): the lowest f below self.f seen on this line; the last trial
+        try:
+            t = next(search)
+            while True:
+                x = self.x + t * d64
+                f, g = yield x.to(self.dtype)
+                self.evaluations += 1
+                last = (f, t, x, g)
+                if f < (best[0] if best is not None else self.f):
+                    best = last
+                t = search.send((f, float(g.double() @ d64)))
+        except StopIteration as stop:
+            found = stop.value
+        chosen = last if found is not None else best
+        if chosen is None or not chosen[0] < self.f:
             return False
-        self.memory.update(step, g)
+        f, t, x, g = chosen
+        self.memory.update(t, g)
         self.x, self.f, self.g = x, f, g
         return True
 
     def iterate(self, iterations: int, *, stop_below: float = 0.0) -> bool:
         """Up to `iterations` L-BFGS iterations; False once no step decreases f (or f ≤ stop_below, or ∇f = 0)."""
+        return drive(self.steps(iterations, stop_below=stop_below), self.fun)
+
+    def steps(self, iterations: int, *, stop_below: float = 0.0) -> Asking[bool]:
+        """`iterate`, asking for its evaluations."""
         for _ in range(iterations):
             if self.f <= stop_below or not bool(self.g.any()):
                 return False
-            if self._search(self.memory.direction(self.g)):
+            if (yield from self._search(self.memory.direction(self.g))):
                 continue
             if not len(self.memory):  # steepest descent failed too
                 return False

@@ -17,8 +17,9 @@ from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 from torch.nn import functional as F
 
-from he_leak.attacks.lbfgs_match import balance, dlg_lbfgs
-from he_leak.attacks.lockstep import Evaluate, Evaluation, run_lockstep
+from he_leak.attacks.lbfgs import Evaluation
+from he_leak.attacks.lbfgs_match import Request, Result, balance, dlg_lbfgs_steps
+from he_leak.attacks.lockstep import run_lockstep
 from he_leak.errors import AttackFailed
 from he_leak.losses import LOSSES
 
@@ -66,8 +67,9 @@ class BatchedDistance:
                 for n in self.names
             }
             masks, targets, weights = [], [], []
+            masked = self.jobs[0].mask is not None  # all runs of a batch are masked or none is (dlg_lbfgs_many)
             for j in self.jobs:
-                m = j.mask if j.mask is not None else [torch.ones_like(t) for t in j.target_grads]
+                m = j.mask if masked else [torch.ones_like(t) for t in j.target_grads]
                 t = [g.detach() * mm for g, mm in zip(j.target_grads, m, strict=True)]
                 masks.append(m)
                 targets.append(t)
@@ -77,7 +79,7 @@ class BatchedDistance:
                     weights.append([0.0] * len(t))
             stack = lambda rows, i: torch.stack([r[i] for r in rows]).to(dev, dtype)  # noqa: E731
             tg = {n: stack(targets, i) for i, n in enumerate(self.names)}
-            mk = {n: stack(masks, i) for i, n in enumerate(self.names)}
+            mk = {n: stack(masks, i) for i, n in enumerate(self.names)} if masked else None  # no ones to multiply
             w = torch.tensor(weights, dtype=dtype, device=dev)
             labels = None  # known labels as one-hot rows (F.one_hot cannot run under vmap)
             if not self.soft:
@@ -93,11 +95,14 @@ class BatchedDistance:
         g = grad(training_loss)(params)
         total = x.new_zeros(())
         for i, n in enumerate(self.names):
-            total = total + weights[i] * (((g[n] - target[n]) * mask[n]) ** 2).sum()
+            diff = g[n] - target[n] if mask is None else (g[n] - target[n]) * mask[n]
+            total = total + weights[i] * (diff**2).sum()
         return total
 
-    def __call__(self, ids: Sequence[int], points: Sequence[torch.Tensor]) -> list[Evaluation]:
-        """Evaluate run ids[i] at points[i] (flat, as dlg_lbfgs's L-BFGS holds it), one pass per dtype."""
+    def __call__(self, ids: Sequence[int], requests: Sequence[Request]) -> list[Evaluation]:
+        """Evaluate run ids[i] at the point of requests[i] (flat, as dlg_lbfgs's L-BFGS holds it; the run's own
+        objective is not used), one pass per dtype."""
+        points = [r[0] for r in requests]
         out: dict[int, Evaluation] = {}
         for dtype in {z.dtype for z in points}:
             sel = [k for k, z in enumerate(points) if z.dtype == dtype]
@@ -109,18 +114,23 @@ class BatchedDistance:
         self.calls += 1
         params, target, mask, weights, labels = self._stacked(points[0].dtype)
         idx = torch.tensor(ids, device=self.device)
-        pick = lambda d: {n: v.index_select(0, idx) for n, v in d.items()}  # noqa: E731
+        every = len(ids) == len(self.jobs)  # ids are sorted and distinct: the whole batch, no copies needed
+
+        def pick(d: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+            return d if d is None or every else {n: v.index_select(0, idx) for n, v in d.items()}
+
+        mask_dim = None if mask is None else 0
         z = torch.stack(points).to(self.device)
         shape = self.shape
         nx = int(torch.Size(shape).numel())
         x = z[:, :nx].reshape(len(ids), *shape)
         if self.soft:
             y = z[:, nx:].reshape(len(ids), shape[0], -1)
-            fn = vmap(grad_and_value(self._distance, argnums=(5, 6)), in_dims=(0, 0, 0, 0, None, 0, 0))
+            fn = vmap(grad_and_value(self._distance, argnums=(5, 6)), in_dims=(0, 0, mask_dim, 0, None, 0, 0))
             (gx, gy), v = fn(pick(params), pick(target), pick(mask), weights[idx], None, x, y)
             g = torch.cat([gx.reshape(len(ids), -1), gy.reshape(len(ids), -1)], 1)
         else:
-            fn = vmap(grad_and_value(self._distance, argnums=5), in_dims=(0, 0, 0, 0, 0, 0, None))
+            fn = vmap(grad_and_value(self._distance, argnums=5), in_dims=(0, 0, mask_dim, 0, 0, 0, None))
             gx, v = fn(pick(params), pick(target), pick(mask), weights[idx], labels[idx], x, None)
             g = gx.reshape(len(ids), -1)
         return list(zip(v.tolist(), g.unbind(0), strict=True))  # one host sync per batch
@@ -129,7 +139,7 @@ class BatchedDistance:
 def dlg_lbfgs_many(
     jobs: Sequence[MatchJob], *, input_shape: tuple[int, ...], batch: int | None = None, device: Any = "cpu",
     loss: str = "cross-entropy", **options: Any,
-) -> list[tuple[torch.Tensor, torch.Tensor, int, float] | AttackFailed]:  # fmt: skip
+) -> list[Result | AttackFailed]:  # fmt: skip
     """`dlg_lbfgs` for each job (with the shared keyword `options`), evaluated through one batched objective: each
     run's result, or the AttackFailed it raised."""
     if not jobs:
@@ -144,16 +154,14 @@ def dlg_lbfgs_many(
     server = BatchedDistance(jobs, shape=(b, *input_shape), classes=options["classes"], device=device, loss=loss,
                              soft=soft)  # fmt: skip
 
-    def job(j: MatchJob):
-        def run(evaluate: Evaluate):
-            return dlg_lbfgs(
-                j.model, j.target_grads, input_shape=input_shape, seed=j.seed, label=j.label, mask=j.mask,
-                batch=batch, device=device, loss=loss, evaluate=evaluate, **options,
-            )  # fmt: skip
-
-        return run
-
-    results = run_lockstep([job(j) for j in jobs], server)
+    runs = [
+        dlg_lbfgs_steps(
+            j.model, j.target_grads, input_shape=input_shape, seed=j.seed, label=j.label, mask=j.mask, batch=batch,
+            device=device, loss=loss, **options,
+        )  # fmt: skip
+        for j in jobs
+    ]
+    results = run_lockstep(runs, server)
     for r in results:
         if isinstance(r, BaseException) and not isinstance(r, AttackFailed):
             raise r

@@ -24,15 +24,18 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from he_leak.attacks.lbfgs import Minimizer, Objective
+from he_leak.attacks.lbfgs import Asking, Evaluation, Minimizer, Objective, drive
 from he_leak.errors import AttackFailed
 from he_leak.losses import LOSSES
 
+Result = tuple[torch.Tensor, torch.Tensor, int, float]  # inputs, label probabilities, steps used, normalised loss
+Request = tuple[torch.Tensor, Objective]  # a point (flat, in its phase's dtype) and the objective of its run alone
 Progress = Callable[[int, int, float], None]  # (step, total, loss) -> None
 Monitor = Callable[[int, torch.Tensor], bool | None]  # (step, inputs) -> True to stop (bookkeeping only)
 
@@ -60,29 +63,19 @@ HISTORY = 300
 LAYER_BALANCE = 0.75
 
 
-def dlg_lbfgs(
-    model: nn.Module,
-    target_grads: Sequence[torch.Tensor],
-    *,
-    input_shape: tuple[int, ...],
-    classes: int,
-    steps: int,
-    seed: int,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    bounds: tuple[float, float] = (0.0, 1.0),
-    tol: float = DEFAULT_TOL,
-    x_tol: float = DEFAULT_X_TOL,
-    label: torch.Tensor | None = None,
-    batch: int | None = None,
-    max_iter: int = MAX_ITER,
-    history_size: int = HISTORY,
-    progress: Progress | None = None,
-    monitor: Monitor | None = None,
-    loss: str = "cross-entropy",
+def dlg_lbfgs(model: nn.Module, target_grads: Sequence[torch.Tensor], **options: Any) -> Result:
+    """One gradient-matching run with its own objective: `dlg_lbfgs_steps` (same arguments) driven to its end."""
+    return drive(dlg_lbfgs_steps(model, target_grads, **options), lambda request: request[1](request[0]))
+
+
+def dlg_lbfgs_steps(
+    model: nn.Module, target_grads: Sequence[torch.Tensor], *, input_shape: tuple[int, ...], classes: int, steps: int,
+    seed: int, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+    bounds: tuple[float, float] = (0.0, 1.0), tol: float = DEFAULT_TOL, x_tol: float = DEFAULT_X_TOL,
+    label: torch.Tensor | None = None, batch: int | None = None, max_iter: int = MAX_ITER, history_size: int = HISTORY,
+    progress: Progress | None = None, monitor: Monitor | None = None, loss: str = "cross-entropy",
     mask: Sequence[torch.Tensor] | None = None,
-    evaluate: Objective | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+) -> Asking[Result]:  # fmt: skip
     """Recover the inputs whose gradient matches ``target_grads`` (the mean cross-entropy gradient over a batch).
 
     ``input_shape`` is per sample; the batch size is ``len(label)`` when a label is given, else ``batch`` (default 1).
@@ -92,8 +85,11 @@ def dlg_lbfgs(
     ``x_tol`` is the attacker-side stop: a step changing the inputs by less than x_tol RMS (relative to the box
     range) with an unchanged label estimate ends the run; 0 runs on to ``tol`` or a stall.
     ``loss`` names the training loss (he_leak.losses); ``mask`` (True = visible) restricts the match to the entries
-    the attacker sees. ``evaluate`` (flat [inputs, label logits unless ``label``] in the phase's dtype → balanced
-    distance, its gradient) replaces the built-in objective: `dlg_lbfgs_many` serves many runs by one batched pass.
+    the attacker sees.
+
+    As an `Asking` computation it yields `Request`s (the point, flat [inputs, label logits unless ``label``] in the
+    phase's dtype, and the run's own objective) and is sent (balanced distance there, its gradient): `dlg_lbfgs`
+    answers with that objective, `dlg_lbfgs_many` serves many runs by one batched pass.
 
     Returns (inputs B×input_shape in ``dtype``, label probabilities B×classes, steps used, final loss divided by the
     mean layer norm: Σ_l w_l ‖g_l − t_l‖² / mean_l ‖t_l‖²). Raises AttackFailed on a non-finite loss.
@@ -124,9 +120,9 @@ def dlg_lbfgs(
     loss, used = math.inf, 0
     for phase, dt in enumerate(phases):
         run = _Phase(model, target_grads, weights, label, classes, dt, device, training_loss, mask)
-        x, y_logits, loss, used, done = run.optimise(
+        x, y_logits, loss, used, done = yield from run.optimise(
             x, y_logits, used=used, steps=steps, stop_below=tol * scale, scale=scale, max_iter=max_iter,
-            history_size=history_size, progress=progress, monitor=monitor, evaluate=evaluate,
+            history_size=history_size, progress=progress, monitor=monitor,
             x_tol=x_tol * (hi - lo) if phase == len(phases) - 1 else 0.0,  # float32 settling is rounding: escalate
         )  # fmt: skip
         if done or used >= steps or phase == len(phases) - 1:
@@ -169,17 +165,16 @@ class _Phase:
 
     def optimise(  # fmt: skip
         self, x, y_logits, *, used, steps, stop_below, scale, max_iter, history_size, progress, monitor, x_tol,
-        evaluate=None,
-    ):
+    ) -> Asking[tuple[torch.Tensor, torch.Tensor, float, int, bool]]:
         """Run until the tolerance, the attacker-side stop, the step budget, a monitor stop (done=True) or a stall
-        (done=False)."""
+        (done=False), asking for evaluations as `Request`s."""
         x = x.detach().to(device=self.device, dtype=self.dtype)
         y_logits = y_logits.detach().to(device=self.device, dtype=self.dtype)
         nx = x.numel()
         if self.label is not None:  # iDLG: the labels are fixed; softmax of these logits is the exact one-hot
             y_logits = F.one_hot(self.label, self.classes).to(self.dtype) * 1e4
 
-        def objective(z: torch.Tensor) -> tuple[float, torch.Tensor]:
+        def objective(z: torch.Tensor) -> Evaluation:
             xz = z[:nx].reshape(x.shape).requires_grad_(True)
             if self.label is not None:
                 diff = self.distance(xz, y_logits)
@@ -190,7 +185,8 @@ class _Phase:
             return float(diff.detach()), torch.cat([gx.reshape(-1), gy.reshape(-1)])
 
         z0 = x.reshape(-1) if self.label is not None else torch.cat([x.reshape(-1), y_logits.reshape(-1)])
-        opt = Minimizer(evaluate or objective, z0, history=history_size, dtype=self.dtype)
+        z0 = z0.to(self.dtype)
+        opt = Minimizer(None, z0, history=history_size, dtype=self.dtype, first=(yield z0, objective))
 
         def unpack() -> tuple[torch.Tensor, torch.Tensor]:
             z = opt.x.to(self.dtype)
@@ -201,7 +197,7 @@ class _Phase:
         first = used
         while used < steps:
             before = opt.f
-            going = opt.iterate(max_iter, stop_below=stop_below)
+            going = yield from _attach(opt.steps(max_iter, stop_below=stop_below), objective)
             used += 1
             loss = opt.f
             if not math.isfinite(loss) or not bool(torch.isfinite(opt.x).all()):
@@ -219,6 +215,16 @@ class _Phase:
                 break
         xs, ys = unpack()
         return xs, ys, opt.f, used, False
+
+
+def _attach(co: Asking[Any], objective: Objective) -> Asking[Any]:
+    """Forward the points `co` asks for as `Request`s carrying `objective`; its return value."""
+    try:
+        z = next(co)
+        while True:
+            z = co.send((yield z, objective))
+    except StopIteration as stop:
+        return stop.value
 
 
 def settled(
