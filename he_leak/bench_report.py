@@ -41,5 +41,6 @@ def print_report(report: Any, console: Any) -> None:
             f"{b.device}: {b.jobs} {b.method} runs ({b.dtype}), batched {b.runs_per_second_batched:.3f} runs/s vs one "
             f"by one "
             f"{b.runs_per_second_one_by_one:.3f} runs/s: ×{b.speedup:.2f} (max |Δx| {b.max_abs_difference:.2e}; "
-            f"≥40 dB {b.successes_batched} vs {b.successes_one_by_one})"
+            f"≥40 dB {b.successes_batched} vs {b.successes_one_by_one}; median PSNR {_fmt(b.median_psnr_batched)} vs "
+            f"{_fmt(b.median_psnr_one_by_one)} dB)"
         )

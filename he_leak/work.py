@@ -68,10 +68,10 @@ def run_chunk(
         yield from (execute_group(group) if len(group) > 1 else [execute(group[0], None, progress)])
 
 
-# Devices on which a sweep groups runs through one batched objective: none by default. On the CPU it does not pay
-# (16 LeNet dlg jobs, `he-leak bench --batched 16`, float32: 219 s batched against 231 s one by one, 1.06×), and a
-# group's rounding differs from a single run's, so grouping would make rows depend on how the engine chunks the grid.
-# On CUDA it is unmeasured (no GPU was available), so it stays off until it is; `group_runs(devices=("cuda",))`.
+# Devices on which a sweep groups runs through one batched objective: none by default. A group's rounding differs from
+# a single run's (float32 dlg/ig runs drift apart over long runs), so grouping would make rows depend on how the engine
+# chunks the grid — though on the 2-core CPU it pays (`he-leak bench --batched 16`, LeNet: dlg 1.94×, ig 4.6×, see
+# README). On CUDA it is unmeasured (no GPU was available). Opt in with `group_runs(devices=("cpu",))`.
 GROUP_DEVICES: tuple[str, ...] = ()
 
 

@@ -15,11 +15,12 @@ from he_leak.errors import AttackFailed
 from he_leak.models import ModelSpec, build_model
 from he_leak.records import Observation, Reconstruction
 
-# ig is float32 with sign(∇): batched kernels round differently (~1e-7), which can flip the sign of a near-zero
-# gradient entry and move that pixel by a (decayed) Adam step. Measured max |Δx| against one by one on these digits:
-# 0.0 after 30 iterations, 3.1e-3 after 200; final losses within 0.2% at 200.
-X_TOL_IG = 1e-2
-VALUE_TOL = 1e-5
+# ig is float32 with sign(∇): batched kernels round differently (~1e-7), and once that flips the sign of a near-zero
+# gradient entry the pixel moves by a whole Adam step and the runs part. Measured max |Δx| against one by one on these
+# digits: 0.0 after 30 iterations (so the test is at 30, tight), 3.1e-3 after 200; on 16 LeNet/photos runs of 2000
+# iterations (`he-leak bench --batched 16 --batched-method ig`) 0.91 in one pixel (README: success and PSNR compared).
+X_TOL_IG = 1e-6
+LOSS_RTOL_IG = 1e-6
 
 
 def _observation(index: int, seed: int, *, side: int = 8) -> Observation:
@@ -41,7 +42,7 @@ def test_stacked_objective_equals_each_alone_in_float64() -> None:
     owner = torch.tensor([0, 0, 1, 2, 2])
     labels = torch.tensor([[1], [1], [2], [3], [3]])
     xs = torch.rand(5, 1, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    values, grads = StackedGradientModels(gms, classes=10).values_and_grads(xs, owner, labels, 1e-2)
+    values, grads = StackedGradientModels(gms, classes=10).for_runs(owner, labels, 1e-2)(xs)
     for r in range(5):
         x = xs[r].clone().requires_grad_(True)
         v = gms[int(owner[r])].cosine(x, labels[r]) + 1e-2 * total_variation(x)
@@ -58,7 +59,7 @@ def test_reconstruct_many_matches_reconstruct() -> None:
         assert isinstance(got, Reconstruction)
         assert float((got.inputs - alone.inputs).abs().max()) <= X_TOL_IG
         assert torch.equal(got.labels, alone.labels) and got.iterations == alone.iterations
-        assert abs(got.loss - alone.loss) <= 1e-2 * abs(alone.loss) + VALUE_TOL
+        assert abs(got.loss - alone.loss) <= LOSS_RTOL_IG * abs(alone.loss)
 
 
 def test_observations_that_cannot_share_a_pass_run_one_by_one() -> None:

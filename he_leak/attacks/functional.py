@@ -75,12 +75,13 @@ class StackedGradientModels:
             raise ValueError("StackedGradientModels: some observations are masked and some are not")
         self.mask = [torch.stack(ms) for ms in zip(*(m.mask for m in models), strict=True)] if all(masked) else None
 
-    def values_and_grads(
-        self, xs: torch.Tensor, owner: torch.Tensor, labels: torch.Tensor, tv: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cosine distance + tv·total variation for run r = xs[r] on observation owner[r] with labels[r], and its
-        gradient wrt xs[r], for every run in one pass (what `GradientModel.cosine` + tv·TV gives one by one). Class
-        labels become one-hot rows first (F.one_hot cannot run under vmap; the losses take either)."""
+    def for_runs(
+        self, owner: torch.Tensor, labels: torch.Tensor, tv: float
+    ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """xs ↦ (values, gradients wrt xs): cosine distance + tv·total variation for run r = xs[r] on observation
+        owner[r] with labels[r], every run in one pass (what `GradientModel.cosine` + tv·TV gives one by one). Each
+        run's weights, target and mask are selected once, here. Class labels become one-hot rows (F.one_hot cannot
+        run under vmap; the losses take either)."""
         if not labels.is_floating_point():
             labels = F.one_hot(labels.long(), self.classes).to(self.target_sq.dtype)
 
@@ -90,11 +91,15 @@ class StackedGradientModels:
 
         pick = lambda v: v.index_select(0, owner)  # noqa: E731
         params = {n: pick(v) for n, v in self.params.items()}
+        target, target_sq = [pick(t) for t in self.target], pick(self.target_sq)
         mask, mask_dim = (None, None) if self.mask is None else ([pick(m) for m in self.mask], 0)
-        g, v = vmap(grad_and_value(objective), in_dims=(0, 0, 0, 0, mask_dim, 0))(
-            xs, params, [pick(t) for t in self.target], pick(self.target_sq), mask, labels
-        )
-        return v, g
+        fn = vmap(grad_and_value(objective), in_dims=(0, 0, 0, 0, mask_dim, 0))
+
+        def step(xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            g, v = fn(xs, params, target, target_sq, mask, labels)
+            return v, g
+
+        return step
 
 
 def batched_value_and_grad(

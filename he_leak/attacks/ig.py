@@ -75,8 +75,8 @@ class InvertingGradients(Attack):
         owner = torch.arange(len(observations), device=o.device).repeat_interleave(k)
         run_labels = torch.stack(labels).index_select(0, owner)
         xs = torch.cat([self._start(obs, s) for obs, s in zip(observations, seeds, strict=True)]).detach()
-        failed = self._optimise(xs, lambda z: stacked.values_and_grads(z, owner, run_labels, self.tv),
-                                jobs=len(observations), bounds=first.bounds)  # fmt: skip
+        failed = self._optimise(xs, stacked.for_runs(owner, run_labels, self.tv), jobs=len(observations),
+                                bounds=first.bounds)  # fmt: skip
         out: list[Reconstruction | AttackFailed] = []
         for j, (obs, gm, lab) in enumerate(zip(observations, gms, labels, strict=True)):
             if failed[j]:

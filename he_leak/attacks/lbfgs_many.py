@@ -73,8 +73,8 @@ class BatchedDistance:
                 t = [g.detach() * mm for g, mm in zip(j.target_grads, m, strict=True)]
                 masks.append(m)
                 targets.append(t)
-                try:  # a run whose target cannot be balanced has already failed in its own thread (dlg_lbfgs
-                    weights.append(balance(t)[0])  # checks first): give it zero weights, never fail the others
+                try:  # a run whose target cannot be balanced fails in its own generator (dlg_lbfgs_steps checks
+                    weights.append(balance(t)[0])  # first): give it zero weights, never fail the others
                 except AttackFailed:
                     weights.append([0.0] * len(t))
             stack = lambda rows, i: torch.stack([r[i] for r in rows]).to(dev, dtype)  # noqa: E731

@@ -9,9 +9,11 @@ CUDA device) and computes φ(t) = f(x + t·d) and φ'(t) = ∇f(x + t·d)·d the
 
 The algorithm is Nocedal & Wright, Numerical Optimization (2nd ed.), Algorithm 3.5 (bracketing, doubling the step)
 and Algorithm 3.6 (zoom), with the trial inside a bracket placed at the minimiser of the cubic through both ends'
-values and slopes (their eq. 3.59), safeguarded to the bracket's inner 80% and replaced by bisection when the cubic
-has no real minimiser. `tests/test_wolfe.py` checks the returned step against the strong-Wolfe conditions computed
-in float64 and against scipy's search on the same lines.
+values and slopes (their eq. 3.59); bisection instead when that minimiser is not in the bracket's inner 80% or the
+cubic has none. The bracketing phase doubles the step up to MAX_STEP = 50 (scipy's call had no cap; DLG's L-BFGS
+steps are ~1, so the cap only bounds a runaway line). Zoom has no bracket-width stop: a float32 search that cannot
+resolve a Wolfe point spends its MAX_TRIALS and the caller falls back to its best trial. `tests/test_wolfe.py` checks
+the returned steps against the strong-Wolfe conditions computed in float64, on lines where scipy's search finds one.
 """
 
 from __future__ import annotations
