@@ -4,7 +4,7 @@ Why hand-written: `scipy.optimize.line_search` (and torch.optim.LBFGS's private 
 themselves — scipy on numpy vectors, so every trial sent the n-vector to the host and back, and a caller could serve
 many searches with one batched evaluation only with a thread per search. Measured with `he-leak bench --batched 16`
 (16 LeNet dlg runs, 2-core CPU): threads around scipy's search 0.97× one by one; one thread driving these generators
-1.94×. Here the search sees two floats per trial and nothing else: the caller keeps x, d and ∇f where they live (the
+1.84×. Here the search sees two floats per trial and nothing else: the caller keeps x, d and ∇f where they live (the
 CUDA device) and computes φ(t) = f(x + t·d) and φ'(t) = ∇f(x + t·d)·d there.
 
 The algorithm is Nocedal & Wright, Numerical Optimization (2nd ed.), Algorithm 3.5 (bracketing, doubling the step)
