@@ -17,7 +17,7 @@ import torch
 
 from he_leak.attacks.base import ATTACKS, Attack, project
 from he_leak.attacks.labels import recover_labels
-from he_leak.attacks.lbfgs_many import MatchJob, dlg_lbfgs_many
+from he_leak.attacks.lbfgs_many import MatchJob, dlg_lbfgs_many, share_a_pass
 from he_leak.attacks.lbfgs_match import DEFAULT_TOL, DEFAULT_X_TOL, dlg_lbfgs
 from he_leak.errors import AttackFailed
 from he_leak.records import Observation, Reconstruction
@@ -89,22 +89,16 @@ class DeepLeakage(Attack):
             return super().reconstruct_many(observations, seeds=seeds)
         o = self.options
         seeds = [o.seed] * len(observations) if seeds is None else list(seeds)
-        first = observations[0]
-        same = all(
-            (obs.input_shape, obs.batch, obs.classes, obs.bounds, obs.loss)
-            == (first.input_shape, first.batch, first.classes, first.bounds, first.loss)
-            for obs in observations
-        )
         try:
-            if not same:
-                raise AttackFailed("observations differ in shape, bounds or loss")
+            if not share_a_pass(observations):
+                raise AttackFailed("observations differ in shape, bounds, loss, masking or architecture")
             labels = [self.labels(obs) for obs in observations]
             jobs = [
                 MatchJob(model=obs.model, target_grads=obs.gradients, seed=seed * 1000 + r, label=lab, mask=obs.mask)
                 for obs, lab, seed in zip(observations, labels, seeds, strict=True)
                 for r in range(o.restarts)
             ]
-            results = dlg_lbfgs_many(jobs, **self._match(first))
+            results = dlg_lbfgs_many(jobs, **self._match(observations[0]))
         except AttackFailed:  # not batchable together (or a label not readable): one by one
             return super().reconstruct_many(observations, seeds=seeds)
         out: list[Reconstruction | AttackFailed] = []

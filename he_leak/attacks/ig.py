@@ -14,7 +14,7 @@ from he_leak.attacks.functional import (
     total_variation,
 )
 from he_leak.attacks.labels import recover_labels
-from he_leak.attacks.lbfgs_many import compatible
+from he_leak.attacks.lbfgs_many import share_a_pass
 from he_leak.errors import AttackFailed
 from he_leak.records import Observation, Reconstruction
 
@@ -62,21 +62,20 @@ class InvertingGradients(Attack):
         architecture, shapes, bounds, loss and masking; else one by one."""
         o = self.options
         seeds = [o.seed] * len(observations) if seeds is None else list(seeds)
-        first = observations[0] if observations else None
-        if len(observations) < 2 or not all(_stackable(first, obs) for obs in observations):
+        if len(observations) < 2 or not share_a_pass(observations):
             return super().reconstruct_many(observations, seeds=seeds)
         try:
             labels = [recover_labels(obs).to(o.device) for obs in observations]
         except AttackFailed:
             return super().reconstruct_many(observations, seeds=seeds)
         gms = [GradientModel(obs, device=o.device, dtype=torch.float32) for obs in observations]
-        stacked = StackedGradientModels(gms, classes=first.classes)
+        stacked = StackedGradientModels(gms, classes=observations[0].classes)
         k = o.restarts
         owner = torch.arange(len(observations), device=o.device).repeat_interleave(k)
         run_labels = torch.stack(labels).index_select(0, owner)
         xs = torch.cat([self._start(obs, s) for obs, s in zip(observations, seeds, strict=True)]).detach()
         failed = self._optimise(xs, stacked.for_runs(owner, run_labels, self.tv), jobs=len(observations),
-                                bounds=first.bounds)  # fmt: skip
+                                bounds=observations[0].bounds)  # fmt: skip
         out: list[Reconstruction | AttackFailed] = []
         for j, (obs, gm, lab) in enumerate(zip(observations, gms, labels, strict=True)):
             if failed[j]:
@@ -138,8 +137,3 @@ class InvertingGradients(Attack):
             info={"restart_losses": [float(v) for v in final]},
         )
 
-
-def _stackable(a: Observation, b: Observation) -> bool:
-    """Whether two observations' runs can share one vmapped pass."""
-    shape = lambda o: (o.input_shape, o.batch, o.classes, o.bounds, o.loss, o.mask is None)  # noqa: E731
-    return shape(a) == shape(b) and compatible(a.model, b.model)

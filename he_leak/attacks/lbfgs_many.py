@@ -22,6 +22,7 @@ from he_leak.attacks.lbfgs_match import Request, Result, balance, dlg_lbfgs_step
 from he_leak.attacks.lockstep import run_lockstep
 from he_leak.errors import AttackFailed
 from he_leak.losses import LOSSES
+from he_leak.records import Observation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +42,14 @@ def compatible(model: nn.Module, other: nn.Module) -> bool:
         return False
     a, b = dict(model.named_parameters()), dict(other.named_parameters())
     return a.keys() == b.keys() and all(a[n].shape == b[n].shape for n in a)
+
+
+def share_a_pass(observations: Sequence[Observation]) -> bool:
+    """Whether observations' runs can share one batched pass: the same input shape, batch, classes, box, loss and
+    masking, and models of one architecture (`compatible`)."""
+    key = lambda o: (o.input_shape, o.batch, o.classes, o.bounds, o.loss, o.mask is None)  # noqa: E731
+    first = observations[0]
+    return all(key(o) == key(first) and compatible(first.model, o.model) for o in observations)
 
 
 class BatchedDistance:
