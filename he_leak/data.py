@@ -44,13 +44,15 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.images)
 
-    def indices(self, index: int, size: int) -> np.ndarray:
+    def indices(self, index: int, size: int, *, asked: str | None = None) -> np.ndarray:
         """The dataset indices of `batch(index, size)`: `size` consecutive samples from `index`, wrapping around at
-        the end, so code that must leave a run's samples out (a keyless decoder, a leave-one-out prior) can."""
+        the end, so code that must leave a run's samples out (a keyless decoder, a leave-one-out prior) can.
+        `asked` names the options that ask for `size` samples (default "--batch N"), for the error message."""
         if not 0 <= index < len(self):
             raise ConfigError(f"--index {index} is out of range for {self.name} (0..{len(self) - 1})")
         if not 1 <= size <= len(self):
-            raise ConfigError(f"--batch {size} must be between 1 and {len(self)} for {self.name}")
+            raise ConfigError(f"{asked or f'--batch {size}'} asks for {size} samples but {self.name} holds "
+                              f"{len(self)}; lower it or give more data")  # fmt: skip
         return (index + np.arange(size)) % len(self)
 
     def batch(self, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:

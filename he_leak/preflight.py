@@ -60,7 +60,8 @@ def _check_data(experiment: Experiment) -> dict[str, tuple[int, ...]]:
         shapes[data] = tuple(ds.shape)
         for cfg in (c for c in experiment.runs if (c.data, c.layout, c.normalize) == key):
             try:
-                ds.indices(cfg.index, SCENARIOS[cfg.scenario](cfg).samples)
+                scenario = SCENARIOS[cfg.scenario](cfg)
+                ds.indices(cfg.index, scenario.samples, asked=scenario.samples_asked)
                 check_labels(ds.labels, cfg.classes, where=data)
             except HeLeakError as e:
                 raise ConfigError(f"{experiment.path}: {one_line(e)} (run {describe_run(cfg)})") from None

@@ -47,7 +47,7 @@ def prepare(cfg: RunConfig) -> tuple[Scenario, Observation, Truth]:
     ds = load_dataset(cfg.data, layout=cfg.layout, normalize=cfg.normalize)
     scenario = SCENARIOS[cfg.scenario](cfg)
     check_labels(ds.labels, cfg.classes, where=cfg.data)  # the whole set: the attacker's pool uses every label
-    targets = ds.indices(cfg.index, scenario.samples)
+    targets = ds.indices(cfg.index, scenario.samples, asked=scenario.samples_asked)
     images, labels = ds.images[targets], ds.labels[targets]
     spec = ModelSpec(
         name=cfg.model, input_shape=scenario.input_shape(ds.shape), classes=cfg.classes, hidden=cfg.hidden,

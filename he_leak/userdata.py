@@ -13,8 +13,11 @@ Every rule below is checked; anything else is refused with one line naming the f
 - Array layout (`--layout`, default auto): 2-D is H×W; 3-D is H×W×C if the last axis is 1, 3 or 4, C×H×W if only
   the first axis is, otherwise N×H×W; 4-D is N×H×W×C if the last axis is 1, 3 or 4, N×C×H×W if only axis 1 is.
   Shapes where both candidate axes are 1, 3 or 4 (e.g. 3×32×3) are refused as ambiguous: pass --layout. So a
-  (3, 32, 32) array is one RGB image and three grey images need `--layout nhw`. An explicit layout (hw, hwc, chw,
-  nhw, nhwc, nchw) overrides the rule and must match the array's rank; --layout applies to .npy/.npz only.
+  (3, 32, 32) array is one RGB image and three grey images need `--layout nhw`. When a .npz gives `y`, its label
+  count decides first: of the layouts the shape allows (channel axis of size 1, 3 or 4), the one whose image count
+  equals len(y) is taken — so (4, 16, 16) with 4 labels is four grey images — and a shape no layout reconciles with
+  len(y) is refused naming both. An explicit layout (hw, hwc, chw, nhw, nhwc, nchw) overrides the rule and must match
+  the array's rank; --layout applies to .npy/.npz only.
 - Channels: 1 is grey, 3 is RGB, 4 is RGBA whose alpha is dropped (not composited); any other count is refused.
 - Image files are read with Pillow: mode 1 is bool, L is uint8, I;16 is uint16, I (int32) and F (float32) follow
   the dtype rules, LA loses its alpha, palette, RGBA, CMYK and YCbCr images become RGB. Multi-frame files
@@ -58,7 +61,8 @@ def read_user_data(path: Path, *, layout: str = "auto", normalize: bool = False)
         return finish(images, normalize=normalize, where=where), np.zeros(len(images), np.int64)
     if suffix in (".npy", ".npz"):
         x, y = _load_numpy(path)
-        pixels = scaled(to_nchw(x, layout, where=where), normalize=normalize, where=where)
+        count = None if y is None else int(np.asarray(y).size)
+        pixels = scaled(to_nchw(x, layout, where=where, count=count), normalize=normalize, where=where)
         images = finish(pixels, normalize=normalize, where=where)
         labels = np.zeros(len(images), np.int64) if y is None else read_labels(y, len(images), where=where)
         return images, labels
@@ -125,10 +129,12 @@ def stack_images(images: list[np.ndarray], *, where: str) -> np.ndarray:
     return np.stack([np.repeat(img, channels, axis=0) if len(img) < channels else img for img in images])
 
 
-def resolve_layout(shape: tuple[int, ...], layout: str, *, where: str) -> str:
-    """The explicit layout checked against the shape, or the auto rule's choice (module docstring)."""
+def resolve_layout(shape: tuple[int, ...], layout: str, *, where: str, count: int | None = None) -> str:
+    """The explicit layout checked against the shape, or the auto rule's choice (module docstring); `count`, the
+    number of labels a .npz gives, decides first between the layouts the shape allows."""
     if layout == "auto":
-        layout = _auto_layout(shape, where=where)
+        layout = _by_label_count(shape, count, where=where) if count is not None else None
+        layout = layout or _auto_layout(shape, where=where)
     if len(shape) != len(layout):
         raise DataError(f"{where}: --layout {layout} needs a {len(layout)}-D array, got shape {shape}; "
                         "pass the --layout that matches it")  # fmt: skip
@@ -136,6 +142,25 @@ def resolve_layout(shape: tuple[int, ...], layout: str, *, where: str) -> str:
         raise DataError(f"{where}: the C axis of {layout} has {shape[layout.index('c')]} channels in shape "
                         f"{shape}; channels must be 1, 3 or 4 (check --layout)")  # fmt: skip
     return layout
+
+
+def _candidates(shape: tuple[int, ...]) -> list[str]:
+    """The layouts of the array's rank whose channel axis (if any) has 1, 3 or 4 entries."""
+    layouts = {2: ["hw"], 3: ["hwc", "chw", "nhw"], 4: ["nhwc", "nchw"]}.get(len(shape), [])
+    return [lay for lay in layouts if "c" not in lay or shape[lay.index("c")] in CHANNELS]
+
+
+def _by_label_count(shape: tuple[int, ...], count: int, *, where: str) -> str | None:
+    """The layout whose image count equals `count` when exactly one does; None when several do (the shape rule
+    decides); DataError when none does."""
+    fits = [lay for lay in _candidates(shape) if (shape[0] if "n" in lay else 1) == count]
+    if len(fits) == 1:
+        return fits[0]
+    if not fits and _candidates(shape):
+        readings = ", ".join(f"{lay}: {shape[0] if 'n' in lay else 1} image(s)" for lay in _candidates(shape))
+        raise DataError(f"{where}: y holds {count} labels but x of shape {shape} reads as {readings}; give one "
+                        "integer class per image (not one-hot), or pass --layout")  # fmt: skip
+    return None
 
 
 def _auto_layout(shape: tuple[int, ...], *, where: str) -> str:
@@ -160,13 +185,14 @@ def _auto_layout(shape: tuple[int, ...], *, where: str) -> str:
                     "array (H×W, H×W×C, C×H×W, N×H×W, N×H×W×C or N×C×H×W)")  # fmt: skip
 
 
-def to_nchw(x: np.ndarray, layout: str, *, where: str) -> np.ndarray:
-    """A user array as N×C×H×W in its own dtype (alpha dropped), after checking that it holds pixel data."""
+def to_nchw(x: np.ndarray, layout: str, *, where: str, count: int | None = None) -> np.ndarray:
+    """A user array as N×C×H×W in its own dtype (alpha dropped), after checking that it holds pixel data; `count`:
+    the number of labels given with it (see resolve_layout)."""
     x = np.asarray(x)
     _check_kind(x.dtype, where=where)
     if x.size == 0:
         raise DataError(f"{where}: the array of shape {x.shape} is empty; give at least one non-empty image")
-    axes = resolve_layout(x.shape, layout, where=where)
+    axes = resolve_layout(x.shape, layout, where=where, count=count)
     if "n" not in axes:
         x, axes = x[None], "n" + axes
     if "c" not in axes:

@@ -27,6 +27,14 @@ def _int64(tmp):
     return str(path)
 
 
+def _one_png(tmp):
+    from PIL import Image
+
+    path = tmp / "one.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
+    return str(path)
+
+
 CASES = {
     "he poly_modulus_degree=abc": (A + ["--scenario", "ckks-input", "--he", "poly_modulus_degree=abc"],
                                    "poly_modulus_degree"),
@@ -51,6 +59,8 @@ CASES = {
     "png that is not a png": (["attack", "--model", "mlp", "--data", _fake_png], "PNG"),
     "int64 array": (["attack", "--model", "mlp", "--data", _int64], "uint8"),
     "labels beyond classes": (A + ["--classes", "5"], "--classes"),
+    "clients 2 on one image": (["attack", "--model", "mlp", "--data", _one_png, "--scenario", "he-aggregate",
+                                "--clients", "2"], "--clients 2 × --batch 1 asks for 2 samples"),
 }  # fmt: skip
 
 

@@ -96,6 +96,9 @@ def test_dlg_lbfgs_rejects_bad_gradients() -> None:
         dlg_lbfgs(model, nan, input_shape=(1, 8, 8), classes=10, steps=1, seed=0)
 
 
+PSNR_FLOOR = 80.0  # dB: float32 rounding of a [0, 1] image is ~1e-7 relative, so anything above this is "exact"
+
+
 @pytest.mark.parametrize(("method", "tol"), [("dlg", 1e-2), ("idlg", 1e-2), ("ig", 1e-6)])
 def test_bench_batched_each_method(method: str, tol: float, monkeypatch) -> None:
     """`--batched-method`: the attack's reconstruct_many against reconstruct one by one, scored and timed; the final
@@ -108,6 +111,9 @@ def test_bench_batched_each_method(method: str, tol: float, monkeypatch) -> None
                       method=method)  # fmt: skip
     assert b.method == method and b.jobs == 2 and b.speedup > 0 and len(b.seconds_batched) == 1
     assert b.max_abs_difference <= tol and not math.isnan(b.median_psnr_batched)
-    assert abs(b.median_psnr_batched - b.median_psnr_one_by_one) <= 1.0
+    # PSNR agrees within 1 dB below PSNR_FLOOR; above it both runs are exact to float32 rounding (~1e-5), where a
+    # dB says nothing (seen: 107.6 vs 106.3 dB for inputs 4e-6 apart).
+    capped = [min(v, PSNR_FLOOR) for v in (b.median_psnr_batched, b.median_psnr_one_by_one)]
+    assert abs(capped[0] - capped[1]) <= 1.0
     with pytest.raises(ConfigError, match="dlg, idlg, ig"):
         bench_batched(jobs=2, steps=1, classes=10, data="digits", device=torch.device("cpu"), x_tol=0, method="nope")

@@ -86,7 +86,8 @@ def test_indices_wrap_around_and_match_batch():
 
 
 @pytest.mark.parametrize("index, size, match", [(5, 1, "out of range"), (-1, 1, "out of range"),
-                                                (0, 6, "between 1 and 5"), (0, 0, "between 1 and 5")])  # fmt: skip
+                                                (0, 6, "asks for 6 samples but five holds 5"),
+                                                (0, 0, "asks for 0 samples")])  # fmt: skip
 def test_indices_out_of_range(index, size, match):
     ds = Dataset("five", np.zeros((5, 1, 2, 2), np.float32), np.zeros(5, np.int64))
     with pytest.raises(ConfigError, match=match):
@@ -169,6 +170,14 @@ READ = {
     "npz integral float labels": (lambda p: np.savez(p / "a.npz", x=F, y=np.array([1.0, 2.0])) or p / "a.npz", {},
                                   F, [1, 2]),  # fmt: skip
     "npz without y": (lambda p: np.savez(p / "a.npz", x=F) or p / "a.npz", {}, F, [0, 0]),
+    "npz 4x5x6 with 4 labels: y decides nhw": (lambda p: _npz(p / "a.npz", x=F[:, :2].reshape(4, 5, 6),
+                                                              y=np.arange(4)), {},
+                                               F[:, :2].reshape(4, 1, 5, 6), [0, 1, 2, 3]),  # fmt: skip
+    "npz 3x5x6 with 1 label: y decides chw": (lambda p: _npz(p / "a.npz", x=F[0], y=np.array([2])), {}, F[:1],
+                                              [2]),  # fmt: skip
+    "npz 3x5x3 with 3 labels: y resolves the ambiguity": (lambda p: _npz(p / "a.npz", x=F[0, :, :, :3],
+                                                                         y=np.arange(3)), {},
+                                                          F[0, :, :, :3][:, None], [0, 1, 2]),  # fmt: skip
     "folder of grey pngs": (lambda p: _folder(p / "d", {"1.png": U8[..., 1], "0.png": U8[..., 0]}), {},
                             U8.transpose(2, 0, 1)[:2, None] / 255.0, [0, 0]),  # fmt: skip
     "folder of grey and rgb (grey repeated)": (lambda p: _folder(p / "d", {"0.png": U8[..., 0], "1.png": U8}), {},
@@ -253,6 +262,8 @@ REFUSED = {
                              "integer class labels"),  # fmt: skip
     "npz NaN label": (lambda p: _npz(p / "a.npz", x=F, y=np.array([0.0, np.nan])), {}, DataError, "whole number"),
     "npz one-hot labels": (lambda p: _npz(p / "a.npz", x=F, y=np.eye(2)), {}, DataError, "one integer class"),
+    "npz 4x5x6 with 3 labels": (lambda p: _npz(p / "a.npz", x=F[:, :2].reshape(4, 5, 6), y=np.arange(3)), {},
+                                DataError, "y holds 3 labels but x of shape (4, 5, 6) reads as"),  # fmt: skip
     "npz string labels": (lambda p: _npz(p / "a.npz", x=F, y=np.array(["a", "b"])), {}, DataError, "integers >= 0"),
     "folder of mixed sizes": (lambda p: _folder(p / "d", {"a.png": U8, "b.png": U8[:4]}), {}, DataError,
                               "resize them to one H×W"),  # fmt: skip

@@ -80,6 +80,11 @@ class Scenario(ABC):
         """How many dataset samples one run draws (he-aggregate: one batch per client)."""
         return self.cfg.batch
 
+    @property
+    def samples_asked(self) -> str:
+        """The options that set `samples`, as the user gave them (for errors)."""
+        return f"--batch {self.cfg.batch}"
+
     def check(self, spec) -> None:
         """Cheap checks of the model this scenario will run (before a sweep starts); ConfigError when unusable."""
         return None

@@ -63,6 +63,10 @@ class HeAggregate(Scenario):
     def samples(self) -> int:
         return self.cfg.clients * self.cfg.batch
 
+    @property
+    def samples_asked(self) -> str:
+        return f"--clients {self.cfg.clients} × --batch {self.cfg.batch}"
+
     def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         known = {f.name for f in dataclasses.fields(PackingParams)}
         unknown = sorted(set(self.cfg.encryptor_params) - known)
