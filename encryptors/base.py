@@ -13,6 +13,7 @@ import numpy as np
 
 from he_leak.errors import CiphertextError, ConfigError, HeLeakError
 from he_leak.registry import Registry
+from he_leak.seeds import KeySeed, PublicSeed
 
 ENCRYPTORS: Registry = Registry("encryptor")
 
@@ -26,8 +27,10 @@ class Encryptor(ABC):
 
     ``view`` turns a hidden object into the float32 vector a model is trained on; ``unview`` is its inverse for
     recovered (possibly noisy) views. ``public(seed=...)`` is the attacker's handle: it can view/unview, encrypt
-    (with its own randomness ``seed``) only when the scheme has a public key, and never decrypt. The key holder's
-    secrets come from its ``key_seed``, which no handle, ``describe()`` or pickle of a public handle contains.
+    (with its own randomness ``seed``, a public seed: an int or a PublicSeed, never a KeySeed) only when the scheme
+    has a public key, and never decrypt. The key holder's secrets come from its ``key_seed``, a
+    `he_leak.seeds.KeySeed` (>= 128 bits of secret entropy), which no handle, ``describe()`` or pickle of a public
+    handle contains.
     ``precision`` bounds |decrypt(h) − x| for a faithful h (fresh, or recovered exactly from its view).
     """
 
@@ -60,7 +63,7 @@ class Encryptor(ABC):
         """Round/clamp a recovered view back into a hidden object ``decrypt`` accepts; CiphertextError if invalid."""
 
     @abstractmethod
-    def public(self, *, seed: int) -> Encryptor:
+    def public(self, *, seed: PublicSeed | int) -> Encryptor:
         """A handle without the secret key or key seed (picklable, secret-free); ``seed`` is the randomness of its
         own encryptions (public-key schemes)."""
 
@@ -97,9 +100,9 @@ def known_params(cls: type[Encryptor]) -> list[str]:
     return [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name not in ("n", "key_seed")]
 
 
-def make_encryptor(name: str, *, n: int, key_seed: int, **params: object) -> Encryptor:
-    """Build the registered encryptor ``name`` for the key holder whose secrets come from ``key_seed``; unknown names
-    or parameters raise ConfigError."""
+def make_encryptor(name: str, *, n: int, key_seed: KeySeed, **params: object) -> Encryptor:
+    """Build the registered encryptor ``name`` for the key holder whose secrets come from ``key_seed`` (a KeySeed;
+    TypeError for anything else, an int above all); unknown names or parameters raise ConfigError."""
     cls = ENCRYPTORS[name]
     known = known_params(cls)
     unknown = sorted(set(params) - set(known))
@@ -112,7 +115,7 @@ def make_encryptor(name: str, *, n: int, key_seed: int, **params: object) -> Enc
     hints = typing.get_type_hints(cls.__init__)
     for key, value in params.items():
         check_type(f"{name} parameter {key}", value, hints.get(key, object))
-    return cls(n=int(n), key_seed=int(key_seed), **params)
+    return cls(n=int(n), key_seed=KeySeed.check(key_seed, f"encryptor {name}"), **params)
 
 
 def check_type(what: str, value: object, hint: object) -> None:

@@ -12,6 +12,7 @@ from encryptors.base import ENCRYPTORS
 from encryptors.he import SealEncryptor, bit_sizes
 from encryptors.seal_backend import SealParams
 from he_leak.errors import ParameterError
+from he_leak.seeds import KeySeed
 
 LEVELS = 255  # plaintext quantisation: x -> round(255 x)
 PLAIN_MODULUS_BITS = 20  # batching prime size (1032193 for N = 4096)
@@ -40,7 +41,7 @@ class BfvEncryptor(SealEncryptor):
         self,
         *,
         n: int,
-        key_seed: int,
+        key_seed: KeySeed,
         poly_modulus_degree: int = 4096,
         coeff_mod_bit_sizes: Sequence[int] | None = None,
         plain_modulus: int | None = None,

@@ -1,5 +1,6 @@
 """Deterministic CKKS circuits on SEAL for encrypted training with plaintext weights: parameters planned from the
-circuit's depth, keys from a key seed, slot layouts, and the key holder's encrypt / decrypt.
+circuit's depth, keys from a secret key seed (he_leak.seeds.KeySeed), slot layouts, and the key holder's encrypt /
+decrypt.
 
 The evaluation itself (add, plain-matrix products, polynomials, outer products) is `encryptors.circuit_eval`'s
 ``CkksEvaluator``: a handle with the public, relinearisation and Galois keys but no secret key.
@@ -36,7 +37,7 @@ from encryptors.seal_backend import Randomness, SealContext, SealParams, decrypt
 from encryptors.seal_keys import KeySet
 from encryptors.security import SECURE_MAX_BITS
 from he_leak.errors import ConfigError, ParameterError
-from he_leak.seeds import derive
+from he_leak.seeds import KeySeed, PublicSeed
 
 __all__ = ["CircuitPlan", "CkksCircuit", "CkksEvaluator", "CtVector", "Grid", "Replicated", "plan_circuit"]
 
@@ -98,7 +99,8 @@ class CkksCircuit:
     rotations that matrix products over each of ``periods`` need), encryption and decryption. Evaluation is done
     by ``evaluator(seed=...)``, which holds no secret key."""
 
-    def __init__(self, plan: CircuitPlan, *, key_seed: int, periods: Iterable[int] = ()) -> None:
+    def __init__(self, plan: CircuitPlan, *, key_seed: KeySeed, periods: Iterable[int] = ()) -> None:
+        key_seed = KeySeed.check(key_seed, "CkksCircuit")
         self.plan = plan
         params = SealParams("ckks", plan.poly_modulus_degree, plan.coeff_mod_bit_sizes)
         self.context = SealContext(params, insecure=False)
@@ -107,7 +109,7 @@ class CkksCircuit:
         tool = self.context.seal.key_context_data().galois_tool()
         elts = [tool.get_elt_from_step(s) for s in self.steps]
         self._keys = KeySet.generate(self.context, key_seed, relin=True, galois_elts=elts)
-        self._randomness = Randomness(derive(key_seed, "circuit", "encrypt"))
+        self._randomness = Randomness(key_seed.child("circuit", "encrypt"))
         self._encoder = sealapi.CKKSEncoder(self.context.seal)
 
     def _check_period(self, period: int) -> int:
@@ -115,8 +117,9 @@ class CkksCircuit:
             raise ConfigError(f"period {period} must be a power of two dividing the {self.plan.slot_count} slots")
         return int(period)
 
-    def evaluator(self, *, seed: int) -> CkksEvaluator:
-        """The evaluation handle (no secret key); ``seed`` randomises the rare encryptions of zero it makes."""
+    def evaluator(self, *, seed: PublicSeed | int) -> CkksEvaluator:
+        """The evaluation handle (no secret key); ``seed`` (public: the server's own) randomises the rare encryptions
+        of zero it makes."""
         return CkksEvaluator(self.context, self._keys.without_secret(), self.steps, seed=seed)
 
     def encrypt(self, x: Sequence[float] | np.ndarray, *, period: int | None = None) -> CtVector:

@@ -23,7 +23,7 @@ from tenseal import sealapi
 from encryptors.seal_backend import Randomness, SealContext, encrypt
 from encryptors.seal_keys import KeySet
 from he_leak.errors import ConfigError, ParameterError
-from he_leak.seeds import derive
+from he_leak.seeds import PublicSeed
 
 
 @dataclass(frozen=True)
@@ -130,11 +130,11 @@ class CkksEvaluator:
     Binary operations first bring both operands to the lower level (more rescales used); every product consumes
     one level, and running out of levels raises ParameterError naming the planned depth."""
 
-    def __init__(self, context: SealContext, keys: KeySet, steps: Sequence[int], *, seed: int) -> None:
+    def __init__(self, context: SealContext, keys: KeySet, steps: Sequence[int], *, seed: PublicSeed | int) -> None:
         if keys.secret is not None:
             raise ConfigError("an evaluator holds no secret key; pass KeySet.without_secret()")
         self.context, self.keys, self.steps = context, keys, frozenset(steps)
-        self._randomness = Randomness(derive(seed, "circuit", "zero"))
+        self._randomness = Randomness(PublicSeed.coerce(seed, "CkksEvaluator").child("circuit", "zero"))
         self._setup()
 
     def _setup(self) -> None:

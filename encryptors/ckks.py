@@ -12,6 +12,7 @@ from encryptors.base import ENCRYPTORS
 from encryptors.he import SealEncryptor, bit_sizes
 from encryptors.seal_backend import SealParams
 from he_leak.errors import ConfigError
+from he_leak.seeds import KeySeed
 
 #: 2**28 decrypts fresh ciphertexts to ~2e-5 (2**21: ~2e-3) and still leaves room for one plaintext multiply +
 #: rescale with the default [40, 20, 40] chain (scale 2**36 < q0 = 2**40).
@@ -33,7 +34,7 @@ class CkksEncryptor(SealEncryptor):
         self,
         *,
         n: int,
-        key_seed: int,
+        key_seed: KeySeed,
         poly_modulus_degree: int = 4096,
         coeff_mod_bit_sizes: Sequence[int] = (40, 20, 40),
         scale: float = DEFAULT_SCALE,

@@ -1,8 +1,9 @@
 """Shared machinery of the SEAL schemes (ckks, bfv): reproducible keys, chunking into ciphertexts, views, handles.
 
-Keys and encryption noise come from the key holder's ``key_seed`` (see `encryptors.seal_backend` for why each
-random draw gets its own seeded context); a public handle holds the public key and its own encryption randomness,
-nothing else. The security level is chosen once when the parameters are (`SealContext`).
+Keys and encryption noise come from the key holder's secret ``key_seed`` (a `he_leak.seeds.KeySeed`; see
+`encryptors.seal_backend` for why each random draw gets its own seeded context); a public handle holds the public
+key and its own encryption randomness (a public seed), nothing else. The security level is chosen once when the
+parameters are (`SealContext`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from encryptors.seal_backend import Randomness, SealContext, SealParams, encrypt
 from encryptors.seal_keys import KeySet
 from encryptors.views import VIEWS, ResidueView
 from he_leak.errors import CiphertextError, ConfigError, ParameterError
-from he_leak.seeds import derive
+from he_leak.seeds import KeySeed, PublicSeed
 
 
 class SealVector:
@@ -62,16 +63,16 @@ class SealEncryptor(Encryptor):
 
     has_public_key: ClassVar[bool] = True
 
-    def __init__(self, *, n: int, key_seed: int, params: SealParams, view: str, insecure: bool) -> None:
+    def __init__(self, *, n: int, key_seed: KeySeed, params: SealParams, view: str, insecure: bool) -> None:
         if view not in VIEWS:
             raise ConfigError(f"unknown ciphertext view {view!r}; known: {', '.join(VIEWS)}")
         self.n, self.view_kind = n, view
         self.context = SealContext(params, insecure=bool(insecure))
         self.keys = KeySet.generate(self.context, key_seed)
-        self._randomness = Randomness(derive(key_seed, "encrypt"))
+        self._randomness = Randomness(key_seed.child("encrypt"))
         try:
             zero = self._encode(np.zeros(min(n, self.slots)))
-            probe = encrypt(self.context, self.keys.public, zero, derive(key_seed, "probe"))
+            probe = encrypt(self.context, self.keys.public, zero, key_seed.child("probe"))
         except (ValueError, RuntimeError) as err:  # SEAL refusing the parameters (e.g. scale beyond the primes)
             raise ParameterError(f"{self.name} parameters rejected by SEAL: {err}; {params.text()}") from err
         ct = seal_format.parse(self.context.save(probe))
@@ -171,11 +172,11 @@ class SealEncryptor(Encryptor):
         """A vector from ``SealVector.serialize()`` bytes (SEAL validates it against the parameters)."""
         return SealVector.load(self.context, blob)
 
-    def public(self, *, seed: int) -> SealEncryptor:
+    def public(self, *, seed: PublicSeed | int) -> SealEncryptor:
         handle = copy.copy(self)
         handle.__dict__.pop("_decryptor", None)  # bound to the owner's secret key
         handle.keys = self.keys.without_secret()
-        handle._randomness = Randomness(derive(seed, "encrypt"))
+        handle._randomness = Randomness(PublicSeed.coerce(seed, f"{self.name} public handle").child("encrypt"))
         return handle
 
     @property

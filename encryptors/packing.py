@@ -4,7 +4,7 @@ only the public context, adds the clients' ciphertexts, and any client decrypts 
 
 Defaults are NVFlare's (N=8192, coeff_mod_bit_sizes [60, 40, 40], scale 2**40: 4096 values per ciphertext, one
 plaintext multiplication available for weighted sums). Keys and encryption noise come from the key seed
-(`encryptors.seal_backend`), so the same seed gives the same bytes.
+(`encryptors.seal_backend`), a `he_leak.seeds.KeySeed`, so the same secret gives the same bytes.
 
 Speed (`python -m experiments.bench_packing`, loaded 2-core machine, median of 5): an 85,036-value gradient (the DLG
 LeNet on CIFAR-100) packs into 21 ciphertexts, 4.94 MB (TenSEAL's ``ckks_vector`` of it: the same 4.94 MB), at
@@ -30,7 +30,7 @@ from tenseal import sealapi
 from encryptors.seal_backend import Randomness, SealContext, SealParams, decrypt_values, encrypt
 from encryptors.seal_keys import KeySet
 from he_leak.errors import CiphertextError, ConfigError, ParameterError
-from he_leak.seeds import derive
+from he_leak.seeds import KeySeed
 
 #: |decrypt − x|·scale/N of one fresh CKKS encryption is at most ~1.9 measured (encryptors.ckks): 4 is the bound
 FRESH_NOISE_PER_DEGREE = 4.0
@@ -141,9 +141,11 @@ class PackingServer(_PackingBase):
 
 
 class GradientPacker(_PackingBase):
-    """A key holder (each client, in NVFlare's deployment): keys from ``key_seed``; packs, encrypts, decrypts."""
+    """A key holder (each client, in NVFlare's deployment): keys from ``key_seed`` (a KeySeed); packs, encrypts,
+    decrypts."""
 
-    def __init__(self, params: PackingParams | None = None, *, key_seed: int) -> None:
+    def __init__(self, params: PackingParams | None = None, *, key_seed: KeySeed) -> None:
+        key_seed = KeySeed.check(key_seed, "GradientPacker")
         params = params or PackingParams()
         if not params.scale > 1:
             raise ConfigError(f"packing scale must be > 1, got {params.scale!r}")
@@ -152,7 +154,7 @@ class GradientPacker(_PackingBase):
             insecure=False,
         )
         super().__init__(params, context, KeySet.generate(context, key_seed))
-        self._randomness = Randomness(derive(key_seed, "packing", "encrypt"))
+        self._randomness = Randomness(key_seed.child("packing", "encrypt"))
 
     @property
     def precision(self) -> float:

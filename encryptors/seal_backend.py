@@ -11,6 +11,10 @@ each key-switching key (`encryptors.seal_keys`) and each encryption draw from a 
 A context costs about one encryption (N=4096: ~6 ms vs ~3 ms, N=8192: ~8 vs ~5, N=16384: ~18 vs ~20, loaded
 2-core machine), the price of reproducibility. The main context keeps SEAL's OS-random factory and is never asked
 for randomness, so a draw that slipped through would show up as irreproducible, never as reused.
+
+Seeds (he_leak.seeds): the key holder's draws come from children of its secret `KeySeed` (>= 128 bits, never derived
+from the run's seed), and SEAL's PRNG gets a full-width seed (8 × 64 bits of HMAC-SHA512); the attacker's own
+encryptions with the public key draw from a `PublicSeed`, derived from the public run seed.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from tenseal import sealapi
 
 from encryptors.security import SECURE_MAX_BITS, check_security
 from he_leak.errors import ParameterError
-from he_leak.seeds import derive, words
+from he_leak.seeds import KeySeed, PublicSeed
 
 SECURE, NO_SECURITY = "128-bit", "none"
 _TMP = "/dev/shm" if Path("/dev/shm").is_dir() else None  # SEAL objects save/load only through file paths
@@ -74,7 +78,7 @@ class SealContext:
         self._level = sealapi.SEC_LEVEL_TYPE.TC128 if self.security == SECURE else sealapi.SEC_LEVEL_TYPE.NONE
         self.seal = self._context(None, expand=True)
 
-    def _context(self, seed: int | None, *, expand: bool) -> sealapi.SEALContext:
+    def _context(self, seed: KeySeed | PublicSeed | None, *, expand: bool) -> sealapi.SEALContext:
         p = self.params
         parms = sealapi.EncryptionParameters(getattr(sealapi.SCHEME_TYPE, p.scheme.upper()))
         parms.set_poly_modulus_degree(p.poly_modulus_degree)
@@ -82,7 +86,7 @@ class SealContext:
         if p.plain_modulus is not None:
             parms.set_plain_modulus(p.plain_modulus)
         if seed is not None:
-            parms.set_random_generator(sealapi.Blake2xbPRNGFactory(words(seed)))
+            parms.set_random_generator(sealapi.Blake2xbPRNGFactory(seed.prng_words()))
         context = sealapi.SEALContext(parms, expand, self._level)
         if not context.parameters_set():
             raise ParameterError(
@@ -90,8 +94,10 @@ class SealContext:
             )
         return context
 
-    def seeded(self, seed: int) -> sealapi.SEALContext:
+    def seeded(self, seed: KeySeed | PublicSeed) -> sealapi.SEALContext:
         """A context (key and first data level) whose every random draw comes from ``seed``: use it for ONE draw."""
+        if not isinstance(seed, KeySeed | PublicSeed):
+            raise TypeError(f"a seeded context needs a KeySeed or a PublicSeed, not {type(seed).__name__}")
         return self._context(seed, expand=False)
 
     @property
@@ -131,19 +137,25 @@ class SealContext:
 
 @dataclass
 class Randomness:
-    """One-use seeds for encryptions. The i-th draw for message m is derive(root, i, sha256(m)): a stream never
+    """One-use seeds for encryptions. The i-th draw for message m is root.child(i, sha256(m)): a stream never
     repeats, and two copies of one stream (a pickled key holder and the original) can only repeat a seed for the
-    same message, which leaks no more than that the messages are equal."""
+    same message, which leaks no more than that the messages are equal. A key holder's root is a child of its
+    KeySeed, a public handle's a PublicSeed."""
 
-    root: int
+    root: KeySeed | PublicSeed
     count: int = 0
 
-    def next(self, message: bytes) -> int:
+    def __post_init__(self) -> None:
+        if not isinstance(self.root, KeySeed | PublicSeed):
+            raise TypeError(f"Randomness needs a KeySeed or a PublicSeed root, not {type(self.root).__name__}")
+
+    def next(self, message: bytes) -> KeySeed | PublicSeed:
         self.count += 1
-        return derive(self.root, self.count, hashlib.sha256(message).hexdigest())
+        return self.root.child(self.count, hashlib.sha256(message).hexdigest())
 
 
-def encrypt(context: SealContext, public_key: sealapi.PublicKey, plain: sealapi.Plaintext, seed: int):
+def encrypt(context: SealContext, public_key: sealapi.PublicKey, plain: sealapi.Plaintext,
+            seed: KeySeed | PublicSeed):  # fmt: skip
     """Public-key encryption of ``plain`` with randomness from ``seed`` alone."""
     out = sealapi.Ciphertext()
     sealapi.Encryptor(context.seeded(seed), public_key).encrypt(plain, out)

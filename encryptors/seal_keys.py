@@ -1,7 +1,8 @@
-"""A key holder's SEAL keys from a key seed, every random draw from its own seeded context.
+"""A key holder's SEAL keys from its secret key seed, every random draw from its own seeded context.
 
-Secret key, public key, and each *component* of each key-switching key (relinearisation, Galois) get their own
-seed derived from the key seed. SEAL generates all components of a key-switching key in one call, which with a
+The key seed is a `he_leak.seeds.KeySeed` (>= 128 bits of secret entropy, never derived from the run's seed; an int
+is refused). Secret key, public key, and each *component* of each key-switching key (relinearisation, Galois) get
+their own child seed of it (HMAC). SEAL generates all components of a key-switching key in one call, which with a
 seeded factory means one (a, e) for all of them (see `encryptors.seal_backend`), so the components are rebuilt here
 with fresh randomness each (``independent_kswitch``) and assembled through SEAL's KSwitchKeys serialisation
 (parms_id, then rows of PublicKey ciphertexts; read and written here, validated by SEAL's loader).
@@ -21,7 +22,7 @@ from tenseal import sealapi
 from encryptors import seal_format
 from encryptors.seal_backend import SealContext
 from he_leak.errors import CiphertextError
-from he_leak.seeds import derive
+from he_leak.seeds import KeySeed
 
 _U64 = struct.Struct("<Q")
 _PARMS_ID = 32
@@ -57,7 +58,7 @@ def join_kswitch(version: tuple[int, int], pid: bytes, table: list[list[bytes]])
     return seal_format.wrap(version, b"".join(parts))
 
 
-def generate_kswitch(context: SealContext, secret: sealapi.SecretKey, seed: int, elt: int | None) -> bytes:
+def generate_kswitch(context: SealContext, secret: sealapi.SecretKey, seed: KeySeed, elt: int | None) -> bytes:
     """One SEAL generation of relinearisation keys (elt None) or the Galois key for ``elt`` in a context seeded
     with ``seed``, serialised. Its components share one (a, e): never hand it out as a key."""
     gen = sealapi.KeyGenerator(context.seeded(seed), secret)
@@ -71,7 +72,7 @@ def generate_kswitch(context: SealContext, secret: sealapi.SecretKey, seed: int,
 
 
 def independent_kswitch(
-    context: SealContext, secret: sealapi.SecretKey, seed: int, *, galois_elts: Iterable[int] | None = None
+    context: SealContext, secret: sealapi.SecretKey, seed: KeySeed, *, galois_elts: Iterable[int] | None = None
 ) -> Any:
     """Relinearisation keys (``galois_elts`` None) or Galois keys for ``galois_elts`` whose every component has
     its own randomness.
@@ -79,7 +80,7 @@ def independent_kswitch(
     Component k of a key switching to s' is (−a_k s + e_k + (P mod q_k)·s'·[limb k], a_k): a symmetric encryption
     of zero at the key level (exactly what SEAL's ``create_public_key`` draws) with (P mod q_k)·s' added to limb k
     of c0. One SEAL generation gives w_k = (P mod q_k)·s' limb k as the difference of two of its components (they
-    share (a, e)); each component then gets a fresh zero encryption from its own seed, derive(seed, element, k).
+    share (a, e)); each component then gets a fresh zero encryption from its own seed, seed.child(element, k).
     tests/test_circuit.py checks every component equals the one SEAL itself makes in a context with that seed.
     Cost: one generation plus one zero encryption per component, instead of one generation per component (at
     N=16384 with 8 data primes: ~1.6 s vs ~6 s per key, loaded 2-core machine)."""
@@ -88,7 +89,7 @@ def independent_kswitch(
     primes = [np.uint64(q) for q in context.data_primes]
     version, pid, out = (4, 0), b"", []
     for elt in targets:
-        version, pid, table = split_kswitch(generate_kswitch(context, secret, derive(seed, "shared", elt or 0), elt))
+        version, pid, table = split_kswitch(generate_kswitch(context, secret, seed.child("shared", elt or 0), elt))
         index = next(i for i, r in enumerate(table) if r)
         shared = [seal_format.parse(b) for b in table[index]]
         row = []
@@ -99,7 +100,7 @@ def independent_kswitch(
             other = shared[(k + 1) % len(primes)]
             w = (shared[k].data[0, k] + q - other.data[0, k]) % q  # (P mod q_k)·s' in limb k
             zero = sealapi.PublicKey()
-            sealapi.KeyGenerator(context.seeded(derive(seed, elt or 0, k)), secret).create_public_key(zero)
+            sealapi.KeyGenerator(context.seeded(seed.child(elt or 0, k)), secret).create_public_key(zero)
             fresh = seal_format.parse(context.save(zero))
             data = fresh.data.copy()
             data[0, k] = (data[0, k] + w) % q
@@ -121,18 +122,20 @@ class KeySet:
 
     @classmethod
     def generate(
-        cls, context: SealContext, key_seed: int, *, relin: bool = False, galois_elts: Iterable[int] = ()
+        cls, context: SealContext, key_seed: KeySeed, *, relin: bool = False, galois_elts: Iterable[int] = ()
     ) -> KeySet:
-        secret = sealapi.KeyGenerator(context.seeded(derive(key_seed, "secret"))).secret_key()
+        """The keys of the key holder whose secret is ``key_seed`` (a KeySeed; TypeError for anything else)."""
+        key_seed = KeySeed.check(key_seed, "KeySet.generate")
+        secret = sealapi.KeyGenerator(context.seeded(key_seed.child("secret"))).secret_key()
         public = sealapi.PublicKey()
-        sealapi.KeyGenerator(context.seeded(derive(key_seed, "public")), secret).create_public_key(public)
+        sealapi.KeyGenerator(context.seeded(key_seed.child("public")), secret).create_public_key(public)
         elts = list(galois_elts)
         return cls(
             context,
             public,
             secret,
-            independent_kswitch(context, secret, derive(key_seed, "relin")) if relin else None,
-            independent_kswitch(context, secret, derive(key_seed, "galois"), galois_elts=elts) if elts else None,
+            independent_kswitch(context, secret, key_seed.child("relin")) if relin else None,
+            independent_kswitch(context, secret, key_seed.child("galois"), galois_elts=elts) if elts else None,
         )
 
     def without_secret(self) -> KeySet:

@@ -1,6 +1,7 @@
 """Baselines without HE: identity, a secret permutation, a secret linear mask (keyless schemes: no public key).
 
-The secret maps are drawn from the key holder's ``key_seed``; public handles hold neither the map nor the seed."""
+The secret maps are drawn from the key holder's secret ``key_seed`` (a `he_leak.seeds.KeySeed`, all its bits through
+numpy's SeedSequence); public handles hold neither the map nor the seed."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ from typing import ClassVar
 import numpy as np
 
 from encryptors.base import ENCRYPTORS, Encryptor, MissingKeyError
+from he_leak.seeds import KeySeed, PublicSeed
 
 #: float32 rounding of a view value v: |v − float32(v)| <= |v|·2**-24 (round to nearest, 24-bit significand)
 FLOAT32_ROUNDING = 2.0**-24
+
+
+def secret_rng(key_seed: KeySeed, purpose: str) -> np.random.Generator:
+    """numpy's generator for a secret map, from the key seed's child for `purpose` (a 256-bit SeedSequence pool:
+    every bit of the seed counts)."""
+    child = KeySeed.check(key_seed, "secret map").child(purpose)
+    return np.random.default_rng(np.random.SeedSequence(child.entropy(), pool_size=8))
 
 
 @ENCRYPTORS.register("plain")
@@ -22,7 +31,7 @@ class PlainEncryptor(Encryptor):
     has_public_key: ClassVar[bool] = True
     precision = FLOAT32_ROUNDING  # views of values in [0, 1] are float32: |error| <= 2**-24
 
-    def __init__(self, *, n: int, key_seed: int) -> None:
+    def __init__(self, *, n: int, key_seed: KeySeed) -> None:
         self.n = n  # nothing secret: key_seed is not used
 
     @property
@@ -41,7 +50,7 @@ class PlainEncryptor(Encryptor):
     def unview(self, v: np.ndarray) -> np.ndarray:
         return np.clip(self._view_vector(v), 0.0, 1.0)
 
-    def public(self, *, seed: int) -> PlainEncryptor:
+    def public(self, *, seed: PublicSeed | int) -> PlainEncryptor:
         return self
 
     def describe(self) -> dict[str, object]:
@@ -69,7 +78,7 @@ class SecretMapEncryptor(Encryptor):
     def view(self, hidden: np.ndarray) -> np.ndarray:
         return np.asarray(hidden, dtype=np.float32)
 
-    def public(self, *, seed: int) -> SecretMapEncryptor:
+    def public(self, *, seed: PublicSeed | int) -> SecretMapEncryptor:
         """The map's public shape only: no secret map, no seed (there are no public-key encryptions to randomise)."""
         handle = object.__new__(type(self))
         handle.__dict__.update(self.__dict__, _secret=None)
@@ -86,9 +95,9 @@ class PermuteEncryptor(SecretMapEncryptor):
     name = "permute"
     precision = FLOAT32_ROUNDING  # a permuted float32 view of values in [0, 1]
 
-    def __init__(self, *, n: int, key_seed: int) -> None:
+    def __init__(self, *, n: int, key_seed: KeySeed) -> None:
         self.n = n
-        self._secret = (np.random.default_rng(key_seed).permutation(n),)
+        self._secret = (secret_rng(key_seed, "permutation").permutation(n),)
 
     def encrypt(self, x: np.ndarray) -> np.ndarray:
         (perm,) = self._key()
@@ -130,9 +139,9 @@ class LinearMaskEncryptor(SecretMapEncryptor):
 
     name = "linear-mask"
 
-    def __init__(self, *, n: int, key_seed: int) -> None:
+    def __init__(self, *, n: int, key_seed: KeySeed) -> None:
         self.n = n
-        rng = np.random.default_rng(key_seed)
+        rng = secret_rng(key_seed, "linear-mask")
         self._secret = (random_orthogonal(n, rng), rng.uniform(-0.5, 0.5, n))
         # Public box: each row of an orthogonal A has unit norm, so |A_i·x| <= ||x||_2 <= sqrt(n) for x in [0,1]^n.
         self.view_bounds = (-(n**0.5) - 0.5, n**0.5 + 0.5)

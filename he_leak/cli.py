@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "view (bytes|residues), plain_modulus (bfv); e.g. --he poly_modulus_degree=8192")  # fmt: skip
     he.add_argument("--insecure", action="store_true",
                     help="allow HE parameters beyond the 128-bit security table (recorded in the Result)")
+    he.add_argument("--key-seed", default=None, dest="key_seed", metavar="HEX",
+                    help="the key holder's secret, 64 hex digits (at least 32), to replay a run byte for byte; "
+                         "default: fresh OS randomness. Never recorded in the Result (key_source says 'given')")
     fl = a.add_argument_group("federated aggregation (he-aggregate) and HE training (he-train)")
     fl.add_argument("--clients", type=int, default=1, help="clients K, each with its own --batch of samples")
     fl.add_argument("--role", default="server", choices=("server", "client"),
@@ -198,14 +201,16 @@ def _progress(*, every: float = PROGRESS_SECONDS) -> Iterator[Any]:
 def cmd_attack(args: argparse.Namespace) -> int:
     from he_leak.config import RunConfig
     from he_leak.runner import run_outcome
+    from he_leak.seeds import KeySeed
 
     names = {f.name for f in dataclasses.fields(RunConfig)} - {"encryptor_params"}
     values = {k: v for k, v in vars(args).items() if k in names}
     cfg = RunConfig.from_mapping({**values, "encryptor_params": dict(args.he)}, where="options")
+    key_seed = None if args.key_seed is None else KeySeed.from_hex(args.key_seed)
     if args.out is not None:
         _check_writable(args.out)
     with _progress() as progress:
-        outcome = run_outcome(cfg, progress=progress)
+        outcome = run_outcome(cfg, progress=progress, key_seed=key_seed)
     row = outcome.result.to_dict()
     if args.out is not None:
         from he_leak.figures import save_run_figure

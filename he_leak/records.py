@@ -113,6 +113,7 @@ class Result:
     restarts: int = 1
     defences: dict[str, float] | None = None  # the gradient defences applied (clip, prune, noise) and their values
     he_params: dict[str, Any] | None = None  # the HE parameters actually used (N, modulus chain, scale, ...)
+    key_source: str | None = None  # where the key holder's secret key seed came from: os, given (--key-seed), sweep
     versions: dict[str, str] = field(default_factory=dict)  # he-leak, torch, tenseal, numpy
     config: dict[str, Any] = field(default_factory=dict)
 

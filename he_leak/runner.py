@@ -23,7 +23,7 @@ from he_leak.prior import Prior
 from he_leak.records import Observation, Reconstruction, Result, Truth
 from he_leak.scenarios.base import SCENARIOS, Scenario
 from he_leak.scoring import Outcome, prior_only, score
-from he_leak.seeds import derive
+from he_leak.seeds import KeySeed, derive
 from he_leak.versions import versions
 
 # What a numerically failed attack raises: recorded as a failed row, never dropped (config errors propagate).
@@ -41,11 +41,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare(cfg: RunConfig) -> tuple[Scenario, Observation, Truth]:
+def prepare(cfg: RunConfig, *, key_seed: KeySeed | None = None) -> tuple[Scenario, Observation, Truth]:
     """Load the batch, build the seeded model and let the scenario produce what the attacker observes; the Truth
-    also carries the attacker's public data pool (the dataset without the attacked samples) and the prior."""
+    also carries the attacker's public data pool (the dataset without the attacked samples) and the prior. The key
+    holder's keys come from `key_seed` (he_leak.seeds.KeySeed; None: fresh OS randomness), never from `cfg`."""
     ds = load_dataset(cfg.data, layout=cfg.layout, normalize=cfg.normalize)
-    scenario = SCENARIOS[cfg.scenario](cfg)
+    scenario = SCENARIOS[cfg.scenario](cfg, key_seed=key_seed)
     check_labels(ds.labels, cfg.classes, where=cfg.data)  # the whole set: the attacker's pool uses every label
     targets = ds.indices(cfg.index, scenario.samples, asked=scenario.samples_asked)
     images, labels = ds.images[targets], ds.labels[targets]
@@ -79,10 +80,11 @@ def security_index(spec: ModelSpec, batch: int) -> float | None:
         return None
 
 
-def _start(cfg: RunConfig, progress: Progress | None) -> tuple[Scenario, Observation, Truth, Attack, Result]:
+def _start(cfg: RunConfig, progress: Progress | None,
+           key_seed: KeySeed | None) -> tuple[Scenario, Observation, Truth, Attack, Result]:  # fmt: skip
     """The scenario, what the attacker observes, the truth, the attack and the Result fields known before it runs."""
     device = resolve_device(cfg.device)
-    scenario, obs, truth = prepare(cfg)
+    scenario, obs, truth = prepare(cfg, key_seed=key_seed)
     attack = make_attack(
         cfg.attack,
         AttackOptions(
@@ -95,7 +97,8 @@ def _start(cfg: RunConfig, progress: Progress | None) -> tuple[Scenario, Observa
         index=cfg.index, seed=cfg.seed, batch=cfg.batch, device=device.type, restarts=cfg.restarts,
         insecure=scenario.insecure, mean_psnr=truth.extras["mean_psnr"], config=cfg.key(),
         security_index=truth.extras.get("security_index"), defences=scenario.defences or None,
-        he_params=scenario.he_params(), versions=versions(), **truth.extras.get("result", {}),
+        he_params=scenario.he_params(), key_source=scenario.key_source, versions=versions(),
+        **truth.extras.get("result", {}),
     )  # fmt: skip
     return scenario, obs, truth, attack, base
 
@@ -123,10 +126,11 @@ def _finish(
     return outcome
 
 
-def run_outcome(cfg: RunConfig, *, progress: Progress | None = None) -> Outcome:
+def run_outcome(cfg: RunConfig, *, progress: Progress | None = None, key_seed: KeySeed | None = None) -> Outcome:
     """Run one attack and keep the images for figures; numerical failures become a row with success=False and
-    `error` set."""
-    started = _start(cfg, progress)
+    `error` set. `key_seed`: the key holder's secret (None: fresh OS randomness); the same config and key seed give
+    the same Result except timings."""
+    started = _start(cfg, progress, key_seed)
     torch.manual_seed(derive(cfg.seed, "attack", "torch"))
     start = time.perf_counter()
     try:
@@ -136,11 +140,12 @@ def run_outcome(cfg: RunConfig, *, progress: Progress | None = None) -> Outcome:
     return _finish(cfg, started, rec, time.perf_counter() - start)
 
 
-def run_outcomes(cfgs: Sequence[RunConfig]) -> list[Outcome]:
+def run_outcomes(cfgs: Sequence[RunConfig], *, key_seeds: Sequence[KeySeed | None] | None = None) -> list[Outcome]:
     """Runs that differ only in index and seed and whose attack is `batchable` (he_leak.work.group_runs): their
     observations go through one `reconstruct_many` (one batched objective); the same outcomes as `run_outcome` one
-    by one, except `seconds`, the group's attack time shared equally."""
-    started = [_start(cfg, None) for cfg in cfgs]
+    by one (`key_seeds`: one per run, None: fresh), except `seconds`, the group's attack time shared equally."""
+    keys = [None] * len(cfgs) if key_seeds is None else list(key_seeds)
+    started = [_start(cfg, None, key) for cfg, key in zip(cfgs, keys, strict=True)]
     attack = started[0][3]
     start = time.perf_counter()
     try:
@@ -153,6 +158,6 @@ def run_outcomes(cfgs: Sequence[RunConfig]) -> list[Outcome]:
     return [_finish(cfg, s, rec, seconds) for cfg, s, rec in zip(cfgs, started, recs, strict=True)]
 
 
-def run_one(cfg: RunConfig, *, progress: Progress | None = None) -> Result:
-    """Run one attack and return its Result (the contract of docs/design.md)."""
-    return run_outcome(cfg, progress=progress).result
+def run_one(cfg: RunConfig, *, progress: Progress | None = None, key_seed: KeySeed | None = None) -> Result:
+    """Run one attack and return its Result (the contract of docs/design.md); `key_seed` as in `run_outcome`."""
+    return run_outcome(cfg, progress=progress, key_seed=key_seed).result

@@ -3,7 +3,10 @@ a lock so that one sweep at a time writes there, and the summaries built from th
 
 Layout of ``OUT/``: ``results.jsonl`` · ``results.rejected.jsonl`` (lines that were not result rows, moved there once
 with their line numbers) · ``runs/<hash>.npz`` (the images of a run, written before its line) · ``sweep.json`` (which
-experiment file, by path and sha256, the folder was last run with) · ``sweep.lock`` (he_leak.lock) · ``summary.csv``.
+experiment file, by path and sha256, the folder was last run with) · ``sweep.lock`` (he_leak.lock) · ``summary.csv`` ·
+``key_secret`` (the sweep's 256-bit secret, hex, mode 0600, created once: every run's key seed is derived from it and
+the run's config id, he_leak.work.run_key_seed, so the same folder gives the same keys; it is in no result, summary
+or report — keep it private, and delete it to make the folder's keys unrecoverable).
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from he_leak.config import RunConfig
 from he_leak.errors import ConfigError
 from he_leak.lock import FolderLock, describe_holder
 from he_leak.records import RESULT_KEYS, Result
+from he_leak.seeds import KeySeed
 from he_leak.text import one_line
 
 RESULTS_FILE = "results.jsonl"
 REJECTED_FILE = "results.rejected.jsonl"
 SUMMARY_FILE = "summary.csv"
 META_FILE = "sweep.json"
+KEY_FILE = "key_secret"
 RUNS_DIR = "runs"
 ROW_KEYS = ("scenario", "attack", "success", "config")  # what makes a JSON object a result row
 
@@ -257,6 +262,7 @@ class ResultStore:
         self.results = self.out / RESULTS_FILE
         self.lock = FolderLock(self.out)
         self.recorded: dict[str, dict[str, Any]] = {}  # config id → row, as in the file
+        self.secret: KeySeed | None = None  # the folder's key secret (folder_secret), once open
 
     def open(self, warn: Warn | None = None) -> dict[str, dict[str, Any]]:
         """Create the folder, take its lock (ConfigError naming the holder when another sweep has it), repair the
@@ -270,6 +276,7 @@ class ResultStore:
             warn(f"took over the lock of a sweep that did not finish ({describe_holder(self.lock.previous)}); "
                  f"resuming where it stopped")  # fmt: skip
         self.recorded = latest_by_config(read_results(self.results, repair=True, warn=warn))
+        self.secret = folder_secret(self.out)
         return self.recorded
 
     def record(self, records: Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | None]]) -> None:
@@ -285,6 +292,32 @@ class ResultStore:
 
     def close(self) -> None:
         self.lock.release()
+
+
+# --------------------------------------------------------------------------------------------------------- key secret
+def folder_secret(out: Path) -> KeySeed:
+    """The folder's key secret (``key_secret``): read when it exists, else 256 bits of OS randomness written there
+    once, readable by its owner only (0600, written whole: a temporary file, then a rename). Call it holding the
+    folder's lock."""
+    path = Path(out) / KEY_FILE
+    if path.exists():
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read the sweep's key secret ({one_line(e)}); fix its permissions, or "
+                              f"delete it to give the remaining runs new keys") from None  # fmt: skip
+        return KeySeed.from_hex(text, source="sweep", what=str(path))
+    secret = KeySeed.fresh()
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # also when a stale temporary file had other permissions
+        os.write(fd, (secret.hex() + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return KeySeed(secret.material, source="sweep")
 
 
 # --------------------------------------------------------------------------------------------------------- metadata

@@ -166,7 +166,7 @@ def _sweep(
 
     if not todo:
         return ran
-    work = Work(todo, slots=executor.slots)
+    work = Work(todo, slots=executor.slots, secret=store.secret)
     with executor:
         for event in executor.run(work, step=display.step):
             if isinstance(event, Finished):

@@ -1,5 +1,9 @@
 """What a worker does with a run: execute it and hand back a Record (its Result row and images). Workers never
-write results; the sweep's driver stores the records it receives."""
+write results; the sweep's driver stores the records it receives.
+
+Keys: the driver derives each run's key seed from the sweep's folder secret and the run's config id
+(`run_key_seed`) and sends it with the chunk, so a worker holds the key seeds of its own runs only, and the same
+folder gives the same keys however the runs are chunked, retried or resumed."""
 
 from __future__ import annotations
 
@@ -16,12 +20,13 @@ from he_leak.config import RunConfig
 from he_leak.errors import HeLeakError
 from he_leak.records import Result
 from he_leak.runner import RUN_FAILURES, Outcome, resolve_device, run_outcome, run_outcomes
+from he_leak.seeds import KeySeed
 from he_leak.spec import resolved_encryptor
-from he_leak.store import jsonable
+from he_leak.store import config_id, jsonable
 from he_leak.text import one_line
 from he_leak.versions import versions
 
-Runner = Callable[..., Outcome]  # runner(cfg, progress=callback) -> Outcome, as he_leak.runner.run_outcome
+Runner = Callable[..., Outcome]  # runner(cfg, progress=callback, key_seed=KeySeed) -> Outcome, as run_outcome
 Step = Callable[[int, int, float], None]  # an attack's progress: (iteration, iterations, loss)
 
 
@@ -40,13 +45,20 @@ class Record:
         return bool(self.row.get("error")) and not self.row.get("success")
 
 
-def execute(cfg: RunConfig, runner: Runner | None = None, progress: Step | None = None) -> Record:
-    """Run one config. A numerical failure or an input problem the preflight could not see becomes a failed row
-    (success false, `error` naming it): recorded, never dropped, and it does not stop the other runs."""
+def run_key_seed(secret: KeySeed, cfg: RunConfig) -> KeySeed:
+    """A run's key seed: the sweep's secret's child for the run's config id (HMAC; he_leak.store.config_id)."""
+    return KeySeed.check(secret, "run_key_seed").child("run", config_id(cfg.key()))
+
+
+def execute(cfg: RunConfig, runner: Runner | None = None, progress: Step | None = None,
+            key_seed: KeySeed | None = None) -> Record:  # fmt: skip
+    """Run one config with the key holder's `key_seed` (None: fresh). A numerical failure or an input problem the
+    preflight could not see becomes a failed row (success false, `error` naming it): recorded, never dropped, and it
+    does not stop the other runs."""
     start = time.perf_counter()
     panels: dict[str, np.ndarray] = {}
     try:
-        outcome = (runner or run_outcome)(cfg, progress=progress)
+        outcome = (runner or run_outcome)(cfg, progress=progress, key_seed=key_seed)
         result, panels = outcome.result, dict(outcome.panels or {})
         row = result.to_dict() if isinstance(result, Result) else dict(result)
     except (*RUN_FAILURES, HeLeakError) as e:
@@ -56,16 +68,24 @@ def execute(cfg: RunConfig, runner: Runner | None = None, progress: Step | None 
 
 
 def run_chunk(
-    chunk: Iterable[RunConfig], runner: Runner | None = None, progress: Step | None = None
-) -> Iterator[Record]:
-    """The records of a chunk of runs, as they finish: with the default runner, runs that can share one batched
-    objective (`group_runs`) run together, the others one by one."""
+    chunk: Iterable[RunConfig], runner: Runner | None = None, progress: Step | None = None,
+    keys: Sequence[KeySeed] | None = None,
+) -> Iterator[Record]:  # fmt: skip
+    """The records of a chunk of runs, as they finish, each with its key seed from `keys` (one per run, in order;
+    None: fresh ones): with the default runner, runs that can share one batched objective (`group_runs`) run
+    together, the others one by one."""
+    chunk = list(chunk)
+    seeds = [None] * len(chunk) if keys is None else list(keys)
+    key_of = {id(cfg): key for cfg, key in zip(chunk, seeds, strict=True)}  # group_runs keeps the config objects
     if runner is not None:
         for cfg in chunk:
-            yield execute(cfg, runner, progress)
+            yield execute(cfg, runner, progress, key_of[id(cfg)])
         return
-    for group in group_runs(list(chunk)):
-        yield from (execute_group(group) if len(group) > 1 else [execute(group[0], None, progress)])
+    for group in group_runs(chunk):
+        if len(group) > 1:
+            yield from execute_group(group, [key_of[id(cfg)] for cfg in group])
+        else:
+            yield execute(group[0], None, progress, key_of[id(group[0])])
 
 
 # Devices on which a sweep groups runs through one batched objective: none by default. A group's rounding differs from
@@ -97,14 +117,16 @@ def _device_type(name: str) -> str | None:
         return None
 
 
-def execute_group(group: Sequence[RunConfig]) -> list[Record]:
-    """Run a group from `group_runs` through one batched objective (he_leak.runner.run_outcomes); if the group
-    cannot be set up together (an input problem in one of its runs), one by one, so each failure stays its own."""
+def execute_group(group: Sequence[RunConfig], keys: Sequence[KeySeed | None] | None = None) -> list[Record]:
+    """Run a group from `group_runs` through one batched objective (he_leak.runner.run_outcomes; `keys`: one key
+    seed per run); if the group cannot be set up together (an input problem in one of its runs), one by one, so each
+    failure stays its own."""
     start = time.perf_counter()
+    keys = [None] * len(group) if keys is None else list(keys)
     try:
-        outcomes = run_outcomes(group)
+        outcomes = run_outcomes(group, key_seeds=keys)
     except (*RUN_FAILURES, HeLeakError):
-        return [execute(cfg) for cfg in group]
+        return [execute(cfg, key_seed=key) for cfg, key in zip(group, keys, strict=True)]
     wall = (time.perf_counter() - start) / len(group)
     records = []
     for cfg, outcome in zip(group, outcomes, strict=True):

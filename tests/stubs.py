@@ -93,7 +93,7 @@ class CountingRunner:
         self.calls: list[RunConfig] = []
         self.fail_on = fail_on
 
-    def __call__(self, cfg: RunConfig, progress=None) -> Outcome:
+    def __call__(self, cfg: RunConfig, progress=None, key_seed=None) -> Outcome:
         self.calls.append(cfg)
         if progress is not None:
             progress(1, 1, 0.5)
@@ -117,11 +117,11 @@ class KillingRunner:
     def __init__(self, marker: Path, victim: int, *, always: bool = False) -> None:
         self.marker, self.victim, self.always = str(marker), victim, always
 
-    def __call__(self, cfg: RunConfig, progress=None) -> Outcome:
+    def __call__(self, cfg: RunConfig, progress=None, key_seed=None) -> Outcome:
         if cfg.index == self.victim and (self.always or not os.path.exists(self.marker)):
             Path(self.marker).write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
-        return run_outcome(cfg, progress=progress)
+        return run_outcome(cfg, progress=progress, key_seed=key_seed)
 
 
 BASIC = """

@@ -17,14 +17,15 @@ from encryptors.seal_keys import generate_kswitch, split_kswitch
 from encryptors.security import SECURE_MAX_BITS
 from he_leak.errors import ConfigError, ParameterError
 from he_leak.losses import SIGMOID3
-from he_leak.seeds import derive
+from he_leak.seeds import KeySeed
 
 #: max |HE − numpy| of one or two operations at scale 2**40, N=8192, per unit of max(1, max |numpy|) (products carry
 #: the operands' magnitude into the error): measured 2e-9 to 6e-7 on O(1) values, 2.4e-6 on a matvec reaching ~10
 OP_ATOL = 2e-6
 #: the training chain at scale 2**40: max |HE − numpy| / max |numpy| per quantity (the brief's bound)
 CHAIN_RTOL = 1e-4
-KEY_SEED = 4_242_424_242_424_242_424
+KEY_SEED = KeySeed.from_hex("42" * 32)  # test secrets
+OTHER_KEY = KeySeed.from_hex("43" * 32)
 PERIOD = 16
 
 
@@ -84,10 +85,10 @@ def test_every_key_component_is_what_seal_makes_from_its_own_seed(holder: CkksCi
     elt = tool.get_elt_from_step(1) if galois else None
     _, _, table = split_kswitch(holder.context.save(keys.galois if galois else keys.relin))
     row = table[sealapi.GaloisKeys.get_index(elt)] if galois else table[0]
-    seed = derive(KEY_SEED, "galois" if galois else "relin")
+    seed = KEY_SEED.child("galois" if galois else "relin")
     c1 = []
     for k, blob in enumerate(row):
-        own = generate_kswitch(holder.context, holder._keys.secret, derive(seed, elt or 0, k), elt)
+        own = generate_kswitch(holder.context, holder._keys.secret, seed.child(elt or 0, k), elt)
         _, _, seal_table = split_kswitch(own)
         (seal_row,) = [r for r in seal_table if r]
         np.testing.assert_array_equal(seal_format.parse(blob).data, seal_format.parse(seal_row[k]).data)
@@ -98,7 +99,7 @@ def test_every_key_component_is_what_seal_makes_from_its_own_seed(holder: CkksCi
 def test_same_key_seed_same_bytes_after_evaluation(holder: CkksCircuit, rng: np.random.Generator) -> None:
     x, w = rng.random(PERIOD), rng.normal(size=(PERIOD, PERIOD))
     twin = CkksCircuit(holder.plan, key_seed=KEY_SEED, periods=(PERIOD,))
-    other = CkksCircuit(holder.plan, key_seed=KEY_SEED + 1, periods=(PERIOD,))
+    other = CkksCircuit(holder.plan, key_seed=OTHER_KEY, periods=(PERIOD,))
     blobs = []
     for h in (holder, twin, other):
         e = h.evaluator(seed=3)
@@ -113,7 +114,11 @@ def test_evaluator_holds_no_secret_key(holder: CkksCircuit) -> None:
     blob = pickle.dumps(holder.evaluator(seed=1))
     assert ev.keys.secret is None and not hasattr(ev, "decrypt")
     assert all(secret[i : i + 32] not in blob for i in (100, len(secret) // 2))
-    assert str(KEY_SEED).encode() not in blob and KEY_SEED.to_bytes(8, "little") not in blob
+    words = b"".join(w.to_bytes(8, "little") for w in KEY_SEED.prng_words())
+    stream = holder._randomness.root.material  # the holder's encryption randomness, a child of the key seed
+    assert stream in pickle.dumps(holder._randomness)
+    for pattern in (KEY_SEED.material, KEY_SEED.hex().encode(), words[:16], stream):
+        assert pattern not in blob
 
 
 # --- operations ------------------------------------------------------------------------------------------------
@@ -207,7 +212,7 @@ def test_one_hidden_layer_forward_and_backward_match_numpy() -> None:
     w2, b2 = rng.normal(size=(c, h)) / 4, rng.normal(size=c) / 10
     plan = plan_circuit(depth=7, slots=d)
     assert (plan.poly_modulus_degree, plan.coeff_mod_bit_sizes) == (16384, (60,) + (40,) * 7 + (60,))
-    holder = CkksCircuit(plan, key_seed=5, periods=(d,))
+    holder = CkksCircuit(plan, key_seed=OTHER_KEY, periods=(d,))
     ev = holder.evaluator(seed=6)
     cx, cy = holder.encrypt(x), holder.encrypt(y, period=d)
     z1 = ev.add_plain(ev.matvec(w1, cx), b1)

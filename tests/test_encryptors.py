@@ -10,9 +10,12 @@ from tenseal import sealapi
 
 from encryptors import ENCRYPTORS, SECURE_MAX_BITS, Encryptor, MissingKeyError, make_encryptor, seal_format
 from he_leak.errors import CiphertextError, ConfigError, HeLeakError, ParameterError
+from he_leak.seeds import KeySeed, PublicSeed
 
 N_VALUES = 64 * 3 + 5  # not a multiple of anything; ckks at N=1024 (insecure) splits it into ciphertexts
-KEY_SEED = 8_123_456_789_012_345_678  # large, so its bytes and digits are distinctive in a pickle
+KEY_SEED = KeySeed.from_hex("8123456789012345678" * 3 + "abcdefa")  # a test secret (64 hex digits, 256 bits)
+OTHER_KEY = KeySeed.from_hex("f" * 64)
+TEST_KEY = KeySeed.from_hex("0123456789abcdef" * 4)  # for tests where any key will do
 ATTACKER_SEED = 99
 #: decrypt(encrypt(x)) tolerance per encryptor: CKKS at scale 2**28 measures ~2e-5; BFV is 1/255 quantisation.
 ATOL = {"plain": 0.0, "permute": 0.0, "linear-mask": 1e-12, "ckks": 1e-4, "bfv": 0.5 / 255 + 1e-12}
@@ -103,27 +106,27 @@ def test_describe_and_repr_name_the_setup(enc: Encryptor) -> None:
     info = enc.describe()
     assert info["encryptor"] == enc.name and info["n"] == N_VALUES
     assert enc.name in repr(enc)
-    assert not any("seed" in key for key in info) and str(KEY_SEED) not in repr(enc)
+    assert not any("seed" in key for key in info) and KEY_SEED.hex() not in repr(enc)
 
 
 def test_linear_mask_is_orthogonal() -> None:
-    a, _ = make_encryptor("linear-mask", n=N_VALUES, key_seed=1)._secret
+    a, _ = make_encryptor("linear-mask", n=N_VALUES, key_seed=OTHER_KEY)._secret
     np.testing.assert_allclose(a @ a.T, np.eye(N_VALUES), atol=1e-12)
 
 
 def test_unknown_encryptor_and_param_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="known: bfv, ckks, linear-mask, permute, plain"):
-        make_encryptor("rot13", n=4, key_seed=0)
+        make_encryptor("rot13", n=4, key_seed=TEST_KEY)
     with pytest.raises(ConfigError, match="known: poly_modulus_degree, coeff_mod_bit_sizes, scale, view"):
-        make_encryptor("ckks", n=4, key_seed=0, polymod=4096)
+        make_encryptor("ckks", n=4, key_seed=TEST_KEY, polymod=4096)
     with pytest.raises(ConfigError, match="known: bytes, residues"):
-        make_encryptor("ckks", n=4, key_seed=0, view="pixels")
+        make_encryptor("ckks", n=4, key_seed=TEST_KEY, view="pixels")
 
 
 @pytest.mark.parametrize("name", ["ckks", "bfv"])
 def test_security_table_refuses_weak_parameters(name: str) -> None:
     with pytest.raises(ParameterError, match="insecure = true"):
-        make_encryptor(name, n=4, key_seed=0, poly_modulus_degree=4096, coeff_mod_bit_sizes=[40, 40, 40])
+        make_encryptor(name, n=4, key_seed=TEST_KEY, poly_modulus_degree=4096, coeff_mod_bit_sizes=[40, 40, 40])
     assert SECURE_MAX_BITS[4096] == 109
 
 
@@ -131,9 +134,9 @@ def test_security_table_refuses_weak_parameters(name: str) -> None:
 def test_insecure_records_the_parameters_not_the_flag(name: str) -> None:
     """Secure parameters with insecure = true stay secure (128-bit context); only parameters beyond the table are
     recorded as insecure."""
-    flagged = make_encryptor(name, n=4, key_seed=0, insecure=True).describe()
+    flagged = make_encryptor(name, n=4, key_seed=TEST_KEY, insecure=True).describe()
     assert flagged["insecure"] is False and flagged["security"] == "128-bit"
-    weak = make_encryptor(name, n=4, key_seed=0, coeff_mod_bit_sizes=[50, 40, 30], insecure=True).describe()
+    weak = make_encryptor(name, n=4, key_seed=TEST_KEY, coeff_mod_bit_sizes=[50, 40, 30], insecure=True).describe()
     assert weak["insecure"] is True and weak["security"] == "none"
 
 
@@ -142,7 +145,7 @@ def test_insecure_parameters_run_on_seal_directly(name: str) -> None:
     """120 bits at N=4096 (above the 109-bit limit; TenSEAL refuses it): with insecure = true the scheme runs on SEAL
     at security level NONE — encrypt, view, unview, decrypt and a keyless public handle all work."""
     x = np.random.default_rng(3).random(N_VALUES)
-    enc = make_encryptor(name, n=N_VALUES, key_seed=0, coeff_mod_bit_sizes=[50, 40, 30], insecure=True)
+    enc = make_encryptor(name, n=N_VALUES, key_seed=TEST_KEY, coeff_mod_bit_sizes=[50, 40, 30], insecure=True)
     assert enc.describe()["insecure"] is True and enc.describe()["security"] == "none"
     hidden = enc.encrypt(x)
     np.testing.assert_allclose(enc.decrypt(hidden), x, atol=ATOL[name])
@@ -159,20 +162,20 @@ def test_insecure_parameters_run_on_seal_directly(name: str) -> None:
 
 def test_ckks_refuses_120_bits_at_4096_and_unknown_degree() -> None:
     with pytest.raises(ParameterError, match="120 bits exceeds .* 109"):
-        make_encryptor("ckks", n=4, key_seed=0, coeff_mod_bit_sizes=[40, 40, 40])
+        make_encryptor("ckks", n=4, key_seed=TEST_KEY, coeff_mod_bit_sizes=[40, 40, 40])
     with pytest.raises(ParameterError, match="no 128-bit security entry"):
-        make_encryptor("ckks", n=4, key_seed=0, poly_modulus_degree=3000)
+        make_encryptor("ckks", n=4, key_seed=TEST_KEY, poly_modulus_degree=3000)
 
 
 def test_seal_rejections_become_parameter_errors() -> None:
     with pytest.raises(ParameterError, match="rejected by SEAL"):
-        make_encryptor("ckks", n=4, key_seed=0, coeff_mod_bit_sizes=[40, 20, 70], insecure=True)
+        make_encryptor("ckks", n=4, key_seed=TEST_KEY, coeff_mod_bit_sizes=[40, 20, 70], insecure=True)
 
 
 def test_ckks_splits_long_vectors_into_ciphertexts() -> None:
     n = 2 * 2048 + 5  # N = 4096 -> 2048 slots per ciphertext
     x = np.random.default_rng(1).random(n)
-    enc = make_encryptor("ckks", n=n, key_seed=0)
+    enc = make_encryptor("ckks", n=n, key_seed=TEST_KEY)
     assert enc.describe()["ciphertexts"] == 3 and enc.view_size == 3 * 2 * 4096 * 8
     back = enc.public(seed=ATTACKER_SEED).unview(enc.view(enc.encrypt(x)))
     np.testing.assert_allclose(enc.decrypt(back), x, atol=ATOL["ckks"])
@@ -181,26 +184,26 @@ def test_ckks_splits_long_vectors_into_ciphertexts() -> None:
 def test_seal_runtime_refusals_become_parameter_errors() -> None:
     """One 27-bit prime is within the table at N=1024, but the default scale 2**28 does not fit below it."""
     with pytest.raises(ParameterError, match="rejected by SEAL"):
-        make_encryptor("ckks", n=4, key_seed=0, poly_modulus_degree=1024, coeff_mod_bit_sizes=[27])
+        make_encryptor("ckks", n=4, key_seed=TEST_KEY, poly_modulus_degree=1024, coeff_mod_bit_sizes=[27])
 
 
 @pytest.mark.parametrize(("n", "cts"), [(64, 1), (625, 1), (3072, 2)])
 def test_ckks_default_view_sizes(n: int, cts: int) -> None:
-    enc = make_encryptor("ckks", n=n, key_seed=0)
+    enc = make_encryptor("ckks", n=n, key_seed=TEST_KEY)
     # N = 4096, primes of 40 and 20 bits -> 5 + 3 bytes per coefficient, 2 polynomials per ciphertext
     assert enc.view_size == cts * 2 * 4096 * 8
 
 
 @pytest.mark.parametrize("name", ["ckks", "bfv"])
 def test_unview_rejects_residue_not_below_prime(name: str) -> None:
-    enc = make_encryptor(name, n=8, key_seed=0)
+    enc = make_encryptor(name, n=8, key_seed=TEST_KEY)
     with pytest.raises(CiphertextError, match="residue"):
         enc.unview(np.ones(enc.view_size, dtype=np.float32))  # all bytes 0xFF: every residue >= q_j
 
 
 @pytest.mark.parametrize("name", ["ckks", "bfv"])
 def test_residues_view_is_lossy(name: str, x: np.ndarray) -> None:
-    enc = make_encryptor(name, n=N_VALUES, key_seed=0, view="residues")
+    enc = make_encryptor(name, n=N_VALUES, key_seed=TEST_KEY, view="residues")
     hidden = enc.encrypt(x)
     v = enc.view(hidden)
     assert v.shape == (enc.view_size,) and v.min() >= 0 and v.max() <= 1
@@ -223,7 +226,12 @@ def test_public_handle_pickle_holds_no_key_seed_and_no_secret(name: str) -> None
     secret = _secret_bytes(enc)
     slices = [secret[i : i + 32] for i in (len(secret) // 4, len(secret) // 2, 3 * len(secret) // 4)]
     assert all(part in pickle.dumps(enc) for part in slices)  # the search finds the secret where it is kept
-    seeds = [KEY_SEED.to_bytes(8, "little", signed=True), KEY_SEED.to_bytes(8, "little"), str(KEY_SEED).encode()]
+    words = b"".join(w.to_bytes(8, "little") for w in KEY_SEED.prng_words())
+    seeds = [KEY_SEED.material, KEY_SEED.hex().encode(), words[:16], words[-16:]]
+    if name in ("ckks", "bfv"):  # the key holder's encryption randomness: a child of the key seed, kept by the holder
+        stream = enc._randomness.root.material
+        assert stream in pickle.dumps(enc)
+        seeds.append(stream)
     for pattern in seeds + slices:
         assert pattern not in public_blob
 
@@ -231,7 +239,7 @@ def test_public_handle_pickle_holds_no_key_seed_and_no_secret(name: str) -> None
 @pytest.mark.parametrize("name", sorted(set(ENCRYPTORS) - {"plain"}))
 def test_same_key_seed_same_ciphertexts_and_views(name: str, x: np.ndarray) -> None:
     a, b = (make_encryptor(name, n=N_VALUES, key_seed=KEY_SEED) for _ in range(2))
-    other = make_encryptor(name, n=N_VALUES, key_seed=KEY_SEED + 1)
+    other = make_encryptor(name, n=N_VALUES, key_seed=OTHER_KEY)
     va, vb, vo = (e.view(e.encrypt(x)) for e in (a, b, other))
     np.testing.assert_array_equal(va, vb)
     assert not np.array_equal(va, vo)
@@ -253,7 +261,7 @@ def test_every_encryption_draws_fresh_randomness(name: str, x: np.ndarray) -> No
     enc = make_encryptor(name, n=N_VALUES, key_seed=KEY_SEED)
     c1 = [seal_format.parse(enc.encrypt(x)[0].seal_bytes()).data[1] for _ in range(2)]
     assert not np.array_equal(c1[0], c1[1])
-    once = sealapi.Encryptor(enc.context.seeded(5), enc.keys.public)
+    once = sealapi.Encryptor(enc.context.seeded(PublicSeed(5)), enc.keys.public)
     shared = []
     for values in (x[:8], 1 - x[:8]):
         cipher = sealapi.Ciphertext()

@@ -106,7 +106,7 @@ def test_a_run_that_kills_every_worker_is_recorded_as_failed(tmp_path: Path) -> 
 class Buggy:
     """A runner with a bug (KeyError is no run failure): the sweep must stop and show it, not record it."""
 
-    def __call__(self, cfg: RunConfig, progress=None):
+    def __call__(self, cfg: RunConfig, progress=None, key_seed=None):
         raise KeyError("no such thing")
 
 
@@ -119,7 +119,7 @@ def test_a_bug_in_a_worker_stops_the_sweep_with_its_traceback(tmp_path: Path) ->
 class Exiting:
     """A runner that ends its worker process with an exit code: a worker that cannot work, not a killed one."""
 
-    def __call__(self, cfg: RunConfig, progress=None):
+    def __call__(self, cfg: RunConfig, progress=None, key_seed=None):
         sys.exit(3)
 
 
@@ -168,7 +168,7 @@ def test_ray_asks_for_a_gpu_only_when_there_is_one_and_a_run_may_use_it() -> Non
         def options(self, *, num_gpus: float) -> FakeTask:
             return FakeTask(num_gpus)
 
-        def remote(self, chunk, runner) -> object:
+        def remote(self, chunk, runner, keys) -> object:
             asked.append((chunk[0].device, self.num_gpus))
             return object()
 

@@ -1,6 +1,8 @@
 """Key hygiene: everything an attack receives (the pickled Observation) holds nothing from which a secret or the
-truth can be rebuilt — no inputs, plaintext or labels (at any dtype), no secret key or secret map, no seed — for
-every scenario and encryptor. Each search is shown to find its target where the target does live."""
+truth can be rebuilt — no inputs, plaintext or labels (at any dtype), no secret key or secret map, no key seed (its
+bytes, hex or SEAL PRNG words), not even the run's seed or the client's noise seed — for every scenario and
+encryptor. Each search is shown to find its target where the target does live. A byte search cannot see a derived
+chain (a public value computed from the run's seed); tests/test_key_secrecy.py plays that attacker."""
 
 import pickle
 
@@ -9,9 +11,10 @@ import pytest
 
 from he_leak.config import RunConfig
 from he_leak.runner import prepare
-from he_leak.seeds import derive, words
+from he_leak.seeds import KeySeed, derive, words
 
 SEED = 987_654_321  # distinctive, so that finding it is no accident
+KEY = KeySeed.from_hex("9e" * 32)  # the key holder's test secret
 CASES = [
     dict(scenario="plain"),
     *(dict(scenario="ckks-input", encryptor=e) for e in ("ckks", "bfv", "permute", "linear-mask", "plain")),
@@ -42,6 +45,14 @@ def _seed_patterns(seed: int) -> list[bytes]:
     return out
 
 
+def _key_patterns(key: KeySeed) -> list[bytes]:
+    """A key seed as stored: its bytes, its hex text, and the 8 words SEAL's PRNG would be seeded with (as uint64s,
+    and as pickle stores a Python int)."""
+    first, *_, last = key.prng_words()
+    as_int = [w.to_bytes(w.bit_length() // 8 + 1, "little") for w in (first, last)]
+    return [key.material, key.hex().encode(), first.to_bytes(8, "little"), last.to_bytes(8, "little"), *as_int]
+
+
 def _secret_patterns(scenario) -> list[bytes]:
     enc = getattr(scenario, "enc", None)
     if enc is None:
@@ -58,22 +69,28 @@ def _secret_patterns(scenario) -> list[bytes]:
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_observation_holds_no_truth_no_secret_no_seed(case):
     fields = {"model": "mlp", "hidden": (8,), "data": "digits", "batch": 4, "index": 10, "seed": SEED, **case}
-    scenario, obs, truth = prepare(RunConfig(**fields))
+    scenario, obs, truth = prepare(RunConfig(**fields), key_seed=KEY)
     blob = pickle.dumps(obs)
     truth_patterns = _patterns_of_array(truth.inputs.numpy()) + _patterns_of_array(truth.plaintext.numpy())
     labels = truth.labels.numpy()
     truth_patterns += [labels.astype(np.int64).tobytes()] if len(labels) >= 4 else []
-    seeds = [SEED, derive(SEED, "key"), derive(SEED, "client", 0, "defence")]
+    seeds = [SEED, derive(SEED, "client", 0, "defence")]
     secrets = _secret_patterns(scenario)
     assert all(p in pickle.dumps(scenario.enc) for p in secrets) if secrets else True  # the search works
-    for pattern in truth_patterns + secrets + [p for s in seeds for p in _seed_patterns(s)]:
+    for pattern in truth_patterns + secrets + _key_patterns(KEY) + [p for s in seeds for p in _seed_patterns(s)]:
         assert pattern not in blob, pattern[:16]
 
 
 @pytest.mark.parametrize("stored", [np.int64, int, str])
 def test_the_seed_search_finds_a_seed_however_it_is_pickled(stored):
-    seed = derive(SEED, "key")
-    assert any(p in pickle.dumps({"key_seed": stored(seed)}) for p in _seed_patterns(seed))
+    seed = derive(SEED, "client", 0, "defence")
+    assert any(p in pickle.dumps({"seed": stored(seed)}) for p in _seed_patterns(seed))
+
+
+@pytest.mark.parametrize("stored", [lambda k: k, KeySeed.hex, KeySeed.prng_words,
+                                    lambda k: np.array(k.prng_words(), np.uint64)])
+def test_the_key_search_finds_a_key_seed_however_it_is_kept(stored):
+    assert any(p in pickle.dumps({"key_seed": stored(KEY)}) for p in _key_patterns(KEY))
 
 
 def test_the_truth_search_finds_inputs_where_they_live():

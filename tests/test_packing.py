@@ -10,8 +10,10 @@ import pytest
 
 from encryptors.packing import GradientPacker, Packed, PackingParams
 from he_leak.errors import CiphertextError, ConfigError, ParameterError
+from he_leak.seeds import KeySeed
 
-KEY_SEED = 7_777_777_777_777_777_777
+KEY_SEED = KeySeed.from_hex("77" * 32)  # test secrets
+OTHER_KEY = KeySeed.from_hex("78" * 32)
 LENGTH = 3 * 4096 + 17  # four ciphertexts at N=8192
 CLIENTS = 4
 # Tolerance: GradientPacker.error_bound(total) = (Σ|w_k| + K)·precision, precision = 4·N/scale = 3e-8. Measured
@@ -67,7 +69,7 @@ def test_same_key_seed_same_bytes(packer: GradientPacker, grads: np.ndarray) -> 
     def blobs(p: GradientPacker) -> list[bytes]:
         return [p.context.save(c) for c in p.encrypt(grads[1]).ciphertexts]
 
-    twin, other = GradientPacker(key_seed=KEY_SEED), GradientPacker(key_seed=KEY_SEED + 1)
+    twin, other = GradientPacker(key_seed=KEY_SEED), GradientPacker(key_seed=OTHER_KEY)
     assert blobs(twin) == blobs(GradientPacker(key_seed=KEY_SEED))
     assert blobs(twin) != blobs(other)
     assert blobs(twin) != blobs(twin)  # the second encryption of the same vector has fresh randomness
@@ -93,8 +95,8 @@ def test_bad_input_is_refused(packer: GradientPacker, grads: np.ndarray) -> None
     with pytest.raises(ConfigError, match="finite"):
         packer.encrypt(np.array([1.0, np.nan]))
     with pytest.raises(ParameterError, match="128-bit"):
-        GradientPacker(PackingParams(coeff_mod_bit_sizes=(60, 60, 60, 60)), key_seed=0)
-    short = GradientPacker(PackingParams(coeff_mod_bit_sizes=(60, 40)), key_seed=0)
+        GradientPacker(PackingParams(coeff_mod_bit_sizes=(60, 60, 60, 60)), key_seed=KEY_SEED)
+    short = GradientPacker(PackingParams(coeff_mod_bit_sizes=(60, 40)), key_seed=KEY_SEED)
     with pytest.raises(ParameterError, match="one more prime"):
         short.server().sum([short.encrypt(grads[0][:10])], weights=[0.5])
     assert isinstance(a, Packed)

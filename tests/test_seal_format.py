@@ -10,13 +10,14 @@ import pytest
 from encryptors import make_encryptor, seal_format, tenseal_proto
 from encryptors.he import SealEncryptor
 from he_leak.errors import CiphertextError
+from he_leak.seeds import KeySeed
 
 N_VALUES = 100
 
 
 @pytest.fixture(scope="module", params=["ckks", "bfv"])
 def enc(request: pytest.FixtureRequest) -> SealEncryptor:
-    return make_encryptor(request.param, n=N_VALUES, key_seed=0)
+    return make_encryptor(request.param, n=N_VALUES, key_seed=KeySeed.from_hex("5e" * 32))  # a test secret
 
 
 @pytest.fixture(scope="module")

@@ -276,10 +276,10 @@ def test_a_locked_folder_is_refused_and_a_stale_lock_taken_over(tmp_path: Path) 
 # --------------------------------------------------------------------------------------------------------- running
 def test_an_input_error_in_one_run_is_a_failed_row_not_the_end(tmp_path: Path) -> None:
     class Picky(CountingRunner):
-        def __call__(self, cfg, progress=None):
+        def __call__(self, cfg, progress=None, key_seed=None):
             if cfg.index == 2:
                 raise DataError("sample 2 is unreadable; fix the file")
-            return super().__call__(cfg, progress)
+            return super().__call__(cfg, progress, key_seed)
 
     report = run_experiment(write(tmp_path, BASIC), tmp_path / "out", runner=Picky())
     assert report.ran == 7 and report.failed == 2
@@ -290,10 +290,10 @@ def test_an_input_error_in_one_run_is_a_failed_row_not_the_end(tmp_path: Path) -
 
 def test_ctrl_c_stops_with_whole_lines_and_resumes(tmp_path: Path) -> None:
     class Interrupting(CountingRunner):
-        def __call__(self, cfg, progress=None):
+        def __call__(self, cfg, progress=None, key_seed=None):
             if len(self.calls) == 3:
                 raise KeyboardInterrupt
-            return super().__call__(cfg, progress)
+            return super().__call__(cfg, progress, key_seed)
 
     path, out = write(tmp_path, BASIC), tmp_path / "out"
     with pytest.raises(SweepInterrupted) as info:

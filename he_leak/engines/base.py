@@ -11,7 +11,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from he_leak.config import RunConfig
-from he_leak.work import Record, Runner, Step
+from he_leak.seeds import KeySeed
+from he_leak.work import Record, Runner, Step, run_key_seed
 
 TICK_SECONDS = 0.5  # how often an engine reports that it is still waiting (the live line and heartbeats)
 CHUNK_SECONDS = 0.5  # target wall time of one chunk: per-task overhead (~ms) stays below 1% of the work
@@ -46,9 +47,11 @@ Event = Finished | Lost | Tick
 class Work:
     """The runs still to hand out, in chunks sized from the wall time of the runs seen so far: one run per chunk
     until a run has finished, then about CHUNK_SECONDS of runs, so that cheap runs are not dominated by the
-    engine's per-task overhead and slow runs still spread over every worker. Retried runs go first, one per chunk."""
+    engine's per-task overhead and slow runs still spread over every worker. Retried runs go first, one per chunk.
+    `secret`: the sweep's folder secret, from which each run's key seed is derived (`keys`); None: fresh keys."""
 
-    def __init__(self, configs: Sequence[RunConfig], *, slots: int) -> None:
+    def __init__(self, configs: Sequence[RunConfig], *, slots: int, secret: KeySeed | None = None) -> None:
+        self.secret = secret
         self.queue: deque[RunConfig] = deque(configs)
         self.retries: deque[RunConfig] = deque()
         self.slots = max(1, slots)
@@ -78,6 +81,10 @@ class Work:
         """A run finished: its wall time refines the chunk size."""
         self.seen += 1
         self.wall += record.wall
+
+    def keys(self, chunk: Sequence[RunConfig]) -> tuple[KeySeed, ...] | None:
+        """The key seeds of a chunk's runs, to send with it (the workers never see the folder secret)."""
+        return None if self.secret is None else tuple(run_key_seed(self.secret, cfg) for cfg in chunk)
 
     def retry(self, cfg: RunConfig) -> None:
         """Hand this run out again, alone (it was lost with its worker)."""

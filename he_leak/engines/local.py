@@ -20,7 +20,7 @@ class SerialEngine(Engine):
     def run(self, work: Work, *, step: Step | None = None) -> Iterator[Event]:
         while (chunk := work.take()) is not None:
             batch, sent = [], time.monotonic()
-            for record in run_chunk(chunk, self.runner, step):  # groups runs that share a batched objective
+            for record in run_chunk(chunk, self.runner, step, work.keys(chunk)):  # groups runs sharing a pass
                 batch.append(record)
                 if time.monotonic() - sent >= BATCH_SECONDS:  # every run when runs are slow
                     yield Finished(tuple(batch))

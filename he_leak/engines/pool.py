@@ -77,7 +77,7 @@ class PoolEngine(Engine):
                 if not worker.chunk and (chunk := work.take()) is not None:
                     worker.chunk = list(chunk)
                     with contextlib.suppress(OSError):  # it died just now: _drain reports the chunk lost
-                        worker.conn.send(chunk)
+                        worker.conn.send((chunk, work.keys(chunk)))
             busy = [w for w in self.workers if w.chunk]
             if not busy:
                 return
@@ -133,7 +133,8 @@ class PoolEngine(Engine):
 
 
 def _serve(conn: Connection, runner: Runner | None, threads: int, parent: int) -> None:
-    """A worker's loop: receive a chunk, send back ("runs", [Record, ...]) batches; None or a closed pipe ends it.
+    """A worker's loop: receive (chunk, key seeds), send back ("runs", [Record, ...]) batches; None or a closed pipe
+    ends it.
     `parent` is the driver's pid (a forkserver child's parent process is the server)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
@@ -145,13 +146,14 @@ def _serve(conn: Connection, runner: Runner | None, threads: int, parent: int) -
     threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
     while True:
         try:
-            chunk = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError):
             return
-        if chunk is None:
+        if message is None:
             return
+        chunk, keys = message
         batch, sent = [], time.monotonic()
-        records = run_chunk(chunk, runner)  # groups runs that share a batched objective
+        records = run_chunk(chunk, runner, keys=keys)  # groups runs that share a batched objective
         while True:
             try:
                 record = next(records, None)

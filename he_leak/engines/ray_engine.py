@@ -20,6 +20,7 @@ from he_leak.config import RunConfig
 from he_leak.engines.base import TICK_SECONDS, Engine, Event, Finished, Lost, Tick, Work
 from he_leak.engines.pool import WorkerError
 from he_leak.errors import ConfigError
+from he_leak.seeds import KeySeed
 from he_leak.text import one_line
 from he_leak.work import Record, Runner, Step, run_chunk
 
@@ -27,9 +28,9 @@ CONNECT_SECONDS = 5.0  # how long a cluster address may take to accept a connect
 INSTALL_HINT = "--engine ray needs Ray, which is not installed here; install it with: pip install -e .[ray]"
 
 
-def ray_chunk(chunk: tuple[RunConfig, ...], runner: Runner | None) -> list[Record]:
-    """The body of one Ray task: the chunk's records, in order."""
-    return list(run_chunk(chunk, runner))
+def ray_chunk(chunk: tuple[RunConfig, ...], runner: Runner | None, keys: tuple[KeySeed, ...] | None) -> list[Record]:
+    """The body of one Ray task: the chunk's records, in order (`keys`: the runs' key seeds)."""
+    return list(run_chunk(chunk, runner, keys=keys))
 
 
 class RayEngine(Engine):
@@ -80,13 +81,13 @@ class RayEngine(Engine):
         self.gpus = float(resources.get("GPU", 0))
         self.task = ray.remote(ray_chunk).options(num_cpus=1, max_retries=0)
 
-    def submit(self, chunk: tuple[RunConfig, ...]) -> None:
+    def submit(self, chunk: tuple[RunConfig, ...], keys: tuple[KeySeed, ...] | None = None) -> None:
         """One chunk as a task: 1 CPU, and a share of a GPU (a whole one when there are as many as slots) when the
         cluster has GPUs and a run of the chunk may use one."""
         wants_gpu = self.gpus > 0 and any(cfg.device != "cpu" for cfg in chunk)
         share = min(1.0, self.gpus / self.slots) if wants_gpu else 0
         task = self.task.options(num_gpus=share) if share else self.task
-        self.inflight[task.remote(chunk, self.runner)] = chunk
+        self.inflight[task.remote(chunk, self.runner, keys)] = chunk
 
     def run(self, work: Work, *, step: Step | None = None) -> Iterator[Event]:
         if self.task is None:
@@ -94,7 +95,7 @@ class RayEngine(Engine):
         ray = self.ray
         while True:
             while len(self.inflight) < self.slots and (chunk := work.take()) is not None:
-                self.submit(chunk)
+                self.submit(chunk, work.keys(chunk))
             if not self.inflight:
                 return
             done, _ = ray.wait(list(self.inflight), num_returns=1, timeout=TICK_SECONDS)

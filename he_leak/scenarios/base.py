@@ -15,7 +15,7 @@ from he_leak.errors import ConfigError
 from he_leak.losses import LOSSES
 from he_leak.records import Observation, Reconstruction, Truth
 from he_leak.registry import Registry
-from he_leak.seeds import derive
+from he_leak.seeds import KeySeed, derive
 
 SCENARIOS: Registry = Registry("scenario")
 
@@ -60,8 +60,11 @@ class Scenario(ABC):
     losses: tuple[str, ...] = ("cross-entropy", "mse", "poly-sigmoid")  # the losses this scenario can train with
     options: frozenset[str] = frozenset()  # which of SCENARIO_OPTIONS this scenario uses
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, *, key_seed: KeySeed | None = None) -> None:
+        """`key_seed`: the key holder's secret (he_leak.seeds.KeySeed) from the runner, never from `cfg`; None: fresh
+        OS randomness (e.g. a scenario built only to check its options)."""
         self.cfg = cfg
+        self.key_seed = KeySeed.fresh() if key_seed is None else KeySeed.check(key_seed, f"scenario {self.name}")
         self.loss = cfg.loss or self.default_loss
         LOSSES[self.loss]  # unknown names fail here, before any work
         if self.loss not in self.losses:
@@ -110,6 +113,11 @@ class Scenario(ABC):
     def he_params(self) -> dict[str, object] | None:
         """The HE parameters used (for the Result), None without HE."""
         return None
+
+    @property
+    def key_source(self) -> str | None:
+        """Where the key holder's key seed came from (os, given, sweep) for the Result; None without an encryptor."""
+        return self.key_seed.source if self.encryptor is not None else None
 
     @abstractmethod
     def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:

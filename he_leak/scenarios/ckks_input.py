@@ -24,7 +24,7 @@ from he_leak.errors import CiphertextError, ConfigError
 from he_leak.records import Observation, Reconstruction, Truth
 from he_leak.scenarios.base import SCENARIOS, Estimates, SampleScores, Scenario, shared_gradient
 from he_leak.scenarios.keyless import KeylessDecoder, chosen_plaintexts
-from he_leak.seeds import derive
+from he_leak.seeds import PublicSeed, derive
 
 DECODER_EXTRA = 64  # chosen plaintexts: n + 64 (a linear scheme is then over-determined) ...
 DECODER_VALUES = 3136 * 3072  # ... but at most this many plaintext values in all (photos: 3136 images of 3072) ...
@@ -58,8 +58,8 @@ class CkksInput(Scenario):
     name = "ckks-input"
     options = frozenset({"encryptor", "encryptor_params", "insecure"})
 
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg, **kwargs) -> None:
+        super().__init__(cfg, **kwargs)
         self.encryptor = cfg.encryptor or "ckks"
         self.enc = None
 
@@ -72,7 +72,7 @@ class CkksInput(Scenario):
     def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         self.image_shape = tuple(image_shape)
         n = math.prod(image_shape)
-        self.enc = make_encryptor(self.encryptor, n=n, key_seed=derive(self.cfg.seed, "key"), **self._params())
+        self.enc = make_encryptor(self.encryptor, n=n, key_seed=self.key_seed, **self._params())
         self.insecure = bool(self.enc.describe().get("insecure", False))
         return (self.enc.view_size,)
 
@@ -96,7 +96,7 @@ class CkksInput(Scenario):
             classes=self.cfg.classes,
             bounds=self.enc.view_bounds,
             quantum=self.quantum,
-            public=self.enc.public(seed=derive(self.cfg.seed, "attacker")),
+            public=self.enc.public(seed=PublicSeed.of(self.cfg.seed, "attacker")),  # the attacker's own randomness
             loss=self.loss,
         )
         return obs, Truth(inputs=views, labels=labels, plaintext=images, extras={"hidden": hidden})
@@ -127,7 +127,7 @@ class CkksInput(Scenario):
             ds.images[keep], ds.labels[keep], count=count, classes=self.cfg.classes, seed=seed,
             fallback=lambda k, rng: rng.random((k, n)),
         )  # fmt: skip
-        pub = self.enc.public(seed=derive(self.cfg.seed, "attacker", "decoder"))
+        pub = self.enc.public(seed=PublicSeed.of(self.cfg.seed, "attacker", "decoder"))
         maker = pub if pub.has_public_key else self.enc  # no public key: the client encrypts chosen plaintexts
         views = (maker.view(maker.encrypt(p)) for p in plains)
         means = prior.class_means.reshape(self.cfg.classes, -1)

@@ -75,7 +75,7 @@ class HeAggregate(Scenario):
                               f"{', '.join(sorted(known))}")  # fmt: skip
         params = PackingParams(**{k: (tuple(v) if isinstance(v, list) else v)
                                   for k, v in self.cfg.encryptor_params.items()})  # fmt: skip
-        self.packing = GradientPacker(params, key_seed=derive(self.cfg.seed, "key"))
+        self.packing = GradientPacker(params, key_seed=self.key_seed)
         self.insecure = False
         return tuple(image_shape)
 

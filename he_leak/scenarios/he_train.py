@@ -88,7 +88,7 @@ class HeTrain(Scenario):
             raise ConfigError(f"--he scale_bits must be an integer, got {scale_bits!r}")
         plan = plan_circuit(depth=tracer.depth, slots=period, scale_bits=scale_bits)
         start = time.perf_counter()
-        circuit = CkksCircuit(plan, key_seed=derive(self.cfg.seed, "key"), periods=(period,))
+        circuit = CkksCircuit(plan, key_seed=self.key_seed, periods=(period,))
         return circuit, period, time.perf_counter() - start
 
     def encrypted_gradient(self, circuit: CkksCircuit, period: int, model: nn.Module, images: torch.Tensor,
