@@ -1,7 +1,8 @@
 """Seeds: public ones derived from the run's seed, and the key holder's secret key seed, which nothing public leads to.
 
 - ``derive(seed, *purpose)``: 40 bits of SHA-256 of the run's seed and a purpose, for everything that may be public:
-  data, model initialisation, defence noise, the attack, the attacker's own randomness. The run's seed is in every
+  data, model initialisation, the attack, the attacker's own randomness (the client's defence noise is secret: it
+  comes from the KeySeed). The run's seed is in every
   Result's config, so anyone can recompute these; none of them leads to a key.
 - ``PublicSeed``: randomness that is the attacker's own (its encryptions with the public key, the server's
   encryptions of zero), derived from the run's seed. A type of its own, so it never stands in for a key seed.

@@ -53,3 +53,18 @@ def test_scenarios_share_the_defended_gradient_and_record_it():
     assert not all(torch.equal(a, b) for a, b in zip(plain.gradients, pruned.gradients, strict=True))
     result = run_one(RunConfig(model="mlp", hidden=(8,), attack="analytic", noise=1e-3, clip=1.0))
     assert result.defences == {"clip": 1.0, "noise": 1e-3}
+
+
+def test_noise_is_the_clients_secret_not_the_public_seed():
+    """The noise comes from the client's key seed: same secret → same shared gradient; another secret (same public
+    config and seed) → other noise, so nobody holding only the Result's config can redraw and subtract it."""
+    from he_leak.seeds import KeySeed
+
+    cfg = RunConfig(model="mlp", hidden=(8,), noise=1e-2, seed=5)
+    secret = KeySeed.from_hex("ab" * 32)
+    first, again = (prepare(cfg, key_seed=secret)[1] for _ in range(2))
+    other = prepare(cfg, key_seed=KeySeed.from_hex("cd" * 32))[1]
+    assert all(torch.equal(a, b) for a, b in zip(first.gradients, again.gradients, strict=True))
+    assert not any(torch.equal(a, b) for a, b in zip(first.gradients, other.gradients, strict=True))
+    assert run_one(cfg.replace(attack="analytic"), key_seed=secret).key_source == "given"
+    assert run_one(cfg.replace(attack="analytic", noise=0.0)).key_source is None  # no secret used

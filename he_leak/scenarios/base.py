@@ -15,7 +15,7 @@ from he_leak.errors import ConfigError
 from he_leak.losses import LOSSES
 from he_leak.records import Observation, Reconstruction, Truth
 from he_leak.registry import Registry
-from he_leak.seeds import KeySeed, derive
+from he_leak.seeds import KeySeed
 
 SCENARIOS: Registry = Registry("scenario")
 
@@ -102,8 +102,10 @@ class Scenario(ABC):
         return defences.active({"clip": self.cfg.clip, "prune": self.cfg.prune, "noise": self.cfg.noise})
 
     def share(self, grads: tuple[torch.Tensor, ...], *, client: int = 0) -> tuple[torch.Tensor, ...]:
-        """What a client shares of its gradient: the configured defences applied (its own noise seed)."""
-        return defences.apply(grads, self.defences, seed=derive(self.cfg.seed, "client", client, "defence"))
+        """What a client shares of its gradient: the configured defences applied. The noise is the client's secret
+        (a child of the run's key seed): drawn from the public run seed, an attacker could redraw and subtract it."""
+        noise_seed = self.key_seed.child("client", client, "defence").entropy() % 2**63
+        return defences.apply(grads, self.defences, seed=noise_seed)
 
     def training_inputs(self, images: np.ndarray) -> tuple[torch.Tensor, tuple[int, ...]]:
         """The model inputs of a whole dataset (N × input_shape, indexable by a LongTensor) and their shape, for the
@@ -116,8 +118,9 @@ class Scenario(ABC):
 
     @property
     def key_source(self) -> str | None:
-        """Where the key holder's key seed came from (os, given, sweep) for the Result; None without an encryptor."""
-        return self.key_seed.source if self.encryptor is not None else None
+        """Where the client's secret (keys, encryption randomness, defence noise) came from (os, given, sweep) for
+        the Result; None when the run uses no secret (no encryptor, no noise)."""
+        return self.key_seed.source if self.encryptor is not None or "noise" in self.defences else None
 
     @abstractmethod
     def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
