@@ -179,3 +179,14 @@ def test_every_headline_cell_has_enough_distinct_images_and_seeds(name, least):
         images = {cfg.index + i for cfg, k in zip(runs, per_run, strict=True) for i in range(k)}
         assert len(images) == sum(per_run) >= least, where  # distinct: no image counted twice
         assert len({cfg.seed for cfg in runs}) >= least, where  # the attack's randomness varies too
+
+
+def test_utility_is_per_protection_and_labelled_by_how_it_was_measured():
+    rows = [row("he-aggregate", "analytic", i, keyless=[150.0], recovered=1, role="client") for i in range(3)]
+    rows += [row("he-aggregate", "analytic", 9, error="AttackFailed: nothing visible", visible=0.0)]
+    rows[-1].update(utility=0.8, utility_plain=0.82, utility_measured="encrypted SGD")  # only the server's run has it
+    client, server = protection.summarise(rows)
+    for cell in (client, server):  # what a protection costs does not depend on who attacks it
+        assert protection.row_cells(cell)[8] == "0.800 (plain 0.820), encrypted SGD"
+    del rows[-1]["utility_measured"]
+    assert protection.row_cells(protection.summarise(rows)[0])[8] == "0.800 (plain 0.820)"
