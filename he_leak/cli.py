@@ -1,4 +1,5 @@
-"""The `he-leak` command line: attack, run, audit, bench, list. Bad input → one line on stderr and exit code 2."""
+"""The `he-leak` command line: attack, run, status, table, audit, bench, list. Bad input → one line on stderr and
+exit code 2."""
 
 from __future__ import annotations
 
@@ -141,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("status", help="summarise a results folder without running anything")
     t.add_argument("out", type=Path, metavar="DIR", help="the --out folder of `he-leak run`")
 
+    g = sub.add_parser("table", help="print the protection table (markdown) of recorded results",
+                       description="The verdict per (protection, attacker) with its legend, as report.md and the "
+                       "README show it, from recorded results (nothing runs).")  # fmt: skip
+    g.add_argument("results", type=Path, metavar="RESULTS", help="a results.jsonl, or the --out folder holding one")
+
     d = sub.add_parser("audit", help="per-layer rank analysis: can the input be reconstructed exactly?")
     _model_args(d)
     d.add_argument("--json", action="store_true", help="print one JSON object")
@@ -250,6 +256,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    from he_leak.protection import markdown
+    from he_leak.store import RESULTS_FILE, latest_by_config, read_results
+
+    path = args.results / RESULTS_FILE if args.results.is_dir() else args.results
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such results file; give a results.jsonl or the --out folder of `he-leak run`")
+    text = markdown(list(latest_by_config(read_results(path)).values()))
+    if not text:
+        raise ConfigError(f"{path} holds fewer than two protections: there is no protection table to print")
+    print(text, end="")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from he_leak.audit import audit, format_audit
     from he_leak.data import load_dataset
@@ -288,8 +308,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "attack": cmd_attack, "run": cmd_run, "status": cmd_status, "audit": cmd_audit, "bench": cmd_bench,
-    "list": cmd_list,
+    "attack": cmd_attack, "run": cmd_run, "status": cmd_status, "table": cmd_table, "audit": cmd_audit,
+    "bench": cmd_bench, "list": cmd_list,
 }  # fmt: skip
 
 

@@ -10,9 +10,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from he_leak.config import RunConfig
+from he_leak.stats import (
+    CONFIDENCE,
+    COUNT_METRICS,
+    METRIC_ESTIMATE,
+    mean_interval,
+    recovery_interval,
+    sample_count,
+    sample_gains,
+)
 from he_leak.text import num, show
 
-AGGREGATES = ("median", "mean", "min", "max", "rate")
+# Interval aggregates (he_leak.stats): the ends of the Clopper–Pearson interval of a recovery rate — k = the sum of a
+# count metric (recovered, keyless_recovered) over the selected runs that have it, n = the samples those runs scored
+# — and the ends of the bootstrap interval of the mean per-sample gain over the prior of the estimate behind a
+# metric (plaintext_psnr or keyless_gain: the keyless estimate; key_plaintext_psnr: the key holder's).
+INTERVALS = {"recovery_low": (COUNT_METRICS, 0), "recovery_high": (COUNT_METRICS, 1),
+             "gain_low": (tuple(METRIC_ESTIMATE), 0), "gain_high": (tuple(METRIC_ESTIMATE), 1)}  # fmt: skip
+AGGREGATES = ("median", "mean", "min", "max", "rate", *INTERVALS)
 PLOT_KINDS = ("line", "scatter")
 PLOT_AGGREGATES = ("median", "mean")
 
@@ -32,7 +47,14 @@ class Expectation:
     def describe(self) -> str:
         """e.g. ``median symbol_exact ≥ 0.999 where scenario=ckks-input, attack=analytic``."""
         what = f"{self.aggregate} {self.metric}"
-        if self.aggregate == "rate" and self.threshold is not None:
+        level = f"{100 * CONFIDENCE:g}%"
+        if self.aggregate.startswith("recovery_"):
+            end = "lower" if self.aggregate.endswith("low") else "upper"
+            what = f"{level} Clopper–Pearson {end} bound of the rate of {self.metric}"
+        elif self.aggregate.startswith("gain_"):
+            end = "lower" if self.aggregate.endswith("low") else "upper"
+            what = f"{end} end of the {level} bootstrap interval of the mean per-sample gain ({self.metric})"
+        elif self.aggregate == "rate" and self.threshold is not None:
             what = f"rate of {self.metric} ≥ {num(self.threshold)}"
         elif self.aggregate == "rate":
             what = f"rate of {self.metric}"
@@ -79,6 +101,8 @@ class Expectation:
         if self.aggregate == "rate":
             hits = [self._hit(r.get(self.metric)) for r in chosen]
             value = sum(hits) / len(hits) if hits else None
+        elif self.aggregate in INTERVALS:
+            value = self._interval_end(chosen)
         else:
             values = [v for v in (as_number(r.get(self.metric)) for r in chosen) if v is not None]
             value = aggregate_values(self.aggregate, values) if values else None
@@ -87,6 +111,16 @@ class Expectation:
         else:
             met = (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
         return ExpectationResult(self, value, len(chosen), met)
+
+    def _interval_end(self, chosen: Sequence[Mapping[str, Any]]) -> float | None:
+        """One end of the interval the aggregate names (see INTERVALS); None without samples."""
+        end = INTERVALS[self.aggregate][1]
+        if self.aggregate.startswith("recovery_"):
+            counted = [r for r in chosen if as_number(r.get(self.metric)) is not None]
+            n = sum(sample_count(r) for r in counted)
+            return recovery_interval(sum(int(r[self.metric]) for r in counted), n)[end] if n else None
+        ci = mean_interval([g for r in chosen for g in sample_gains(r, METRIC_ESTIMATE[self.metric])])
+        return None if ci is None else ci[end]
 
     def _hit(self, value: Any) -> bool:
         if self.threshold is None:
@@ -193,6 +227,13 @@ class Plot:
         return text
 
 
+def aggregate_problem(metric: str, aggregate: str) -> str | None:
+    """Why `aggregate` cannot apply to `metric` (None when it can): interval aggregates need their metrics."""
+    if aggregate not in INTERVALS or metric in INTERVALS[aggregate][0]:
+        return None
+    return f"aggregate {aggregate!r} applies to {', '.join(INTERVALS[aggregate][0])}, not {metric}"
+
+
 def field_value(row: Mapping[str, Any], spec: str) -> Any:
     """The value of a field spec in a result row: a float for numbers (and one-number lists), a string or list for
     others, None where absent; "a / b" is a float ratio (None when either is missing or b is 0)."""
@@ -230,7 +271,7 @@ def as_number(value: Any) -> float | None:
 
 
 def aggregate_values(name: str, values: Sequence[float]) -> float:
-    """median, mean, min or max of a non-empty list."""
+    """median, mean, min or max of a non-empty list (the worst case of a PSNR is its max)."""
     if name == "median":
         return float(statistics.median(values))
     if name == "mean":

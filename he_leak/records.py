@@ -98,6 +98,9 @@ class Result:
     success: bool = False
     error: str | None = None
     recovered: int | None = None  # samples recovered (per-sample rule of the scenario), of `batch`
+    keyless_recovered: int | None = None  # samples whose keyless estimate reaches success_psnr (its own count)
+    sample_psnrs: dict[str, list[float | None]] | None = None  # per sample: PSNR of each estimate (he_leak.stats)
+    visible_fraction: float | None = None  # share of the gradient entries the attacker sees in the clear
     mean_psnr: float | None = None  # PSNR of guessing the dataset-mean image (the label-blind floor)
     prior_psnr: float | None = None  # PSNR of the best prior from what the gradient reveals (class mean of the label)
     keyless_gain: float | None = None  # plaintext_psnr − prior_psnr (dB): what the keyless estimate adds to the prior

@@ -15,7 +15,6 @@ from typing import Any
 from he_leak import protection
 from he_leak.records import RESULT_KEYS
 
-KEYLESS_MARGIN_DB = 1.0  # keyless estimate "beats guessing the mean" only when it is this much better
 DEFAULT_SYMBOL_EXACT = 0.999
 GROUP_KEYS = ("scenario", "encryptor", "attack")
 REPLICATE_KEYS = ("scenario", "encryptor", "attack", "index", "seed", "device", "iterations")
@@ -196,54 +195,21 @@ def _groups_variant(rows: Sequence[Row], variants: Sequence[str]) -> dict[tuple[
 
 
 # --------------------------------------------------------------------------------------------------------- verdict
-def _attack_rank(rows: Sequence[Row]) -> tuple[float, ...]:
-    success = sum(1 for r in rows if r.get("success") is True) / len(rows)
-    keys = ("plaintext_psnr", "symbol_exact", "input_psnr", "key_plaintext_psnr")
-    return (success, *(v if (v := _median(rows, k)) is not None else -math.inf for k in keys))
-
-
-def verdict(rows: Sequence[Row]) -> list[str]:
-    """Plain sentences per protection (scenario, encryptor and the settings that define it: he_leak.protection),
-    computed from the rows (nothing hand-written per experiment)."""
+def verdict(rows: Sequence[Row], cells: Sequence[protection.Cell] | None = None) -> list[str]:
+    """One line per (protection, attacker) (he_leak.protection), never mixing roles: its verdict and the figures
+    behind it, what its runs show about the model input (the ciphertext view), what a key holder decrypts, and the
+    runs that ended with an error. All computed from the rows (nothing hand-written per experiment)."""
     lines: list[str] = []
-    groups: dict[str, list[Row]] = {}
-    for row in rows:
-        groups.setdefault(protection.protection(row), []).append(row)
-    for name, group in groups.items():
-        scenario = group[0].get("scenario")
-        by_attack = _groups(group, ("attack",))
-        sentences = [_best_attack(by_attack, len(group))]
-        sentences += _input_sentence(by_attack)
-        sentences += _key_sentence(by_attack)
-        sentences += _keyless_sentence(by_attack, scenario)
-        failed = _failures(group)
+    for cell in protection.summarise(rows) if cells is None else cells:
+        by_attack = _groups(cell.rows, ("attack",))
+        extra = _input_sentence(by_attack)
+        if cell.attacker == "key holder":
+            extra += _key_sentence(by_attack)
+        failed = _failures(cell.rows)
         if failed:
-            sentences.append(f"{len(failed)} of {len(group)} runs ended with an error (first: {failed[0]['error']}).")
-        lines.append(f"- **{name}** — " + " ".join(sentences))
+            extra.append(f"{len(failed)} of {len(cell.rows)} runs ended with an error (first: {failed[0]['error']}).")
+        lines.append(" ".join([protection.sentence(cell), *extra]))
     return lines
-
-
-def _best_attack(by_attack: Mapping[tuple[Any, ...], list[Row]], total: int) -> str:
-    ranked = sorted(by_attack.items(), key=lambda item: _attack_rank(item[1]), reverse=True)
-    (attack,), rows = ranked[0]
-    success = sum(1 for r in rows if r.get("success") is True)
-    details = []
-    if (p := _median(rows, "plaintext_psnr")) is not None:
-        ssim = _median(rows, "plaintext_ssim")
-        details.append(f"median plaintext PSNR {p:.1f} dB" + (f" (SSIM {ssim:.3f})" if ssim is not None else ""))
-    if (s := _median(rows, "symbol_exact")) is not None:
-        details.append(f"median symbol_exact {s:.4f}")
-    detail = ", " + ", ".join(details) if details else ""
-    if len(ranked) == 1:
-        lead = f"One attack was run, {attack}: it succeeded in {success} of {len(rows)} runs"
-    elif success == 0:
-        lead = f"No attack succeeded in any of {total} runs; the closest was {attack} ({len(rows)} runs"
-        return f"{lead}{detail})."
-    else:
-        others = ", ".join(f"{a} {sum(1 for r in rs if r.get('success') is True)}/{len(rs)}"
-                           for (a,), rs in ranked[1:])  # fmt: skip
-        lead = f"Best attack: {attack}, which succeeded in {success} of {len(rows)} runs (others: {others})"
-    return f"{lead}{detail}."
 
 
 def _input_sentence(by_attack: Mapping[tuple[Any, ...], list[Row]]) -> list[str]:
@@ -282,39 +248,6 @@ def _key_sentence(by_attack: Mapping[tuple[Any, ...], list[Row]]) -> list[str]:
     return [f"With the key ({attack}){quality}."]
 
 
-def _keyless_sentence(by_attack: Mapping[tuple[Any, ...], list[Row]], scenario: Any) -> list[str]:
-    """The best keyless estimate against the attacker's label-aware prior (and the label-blind dataset mean)."""
-    per_attack = []
-    for (attack,), rows in by_attack.items():
-        psnr = _median(rows, "plaintext_psnr")
-        if psnr is None:
-            continue
-        paired = [(r["plaintext_psnr"], r["prior_psnr"], r.get("mean_psnr")) for r in rows
-                  if _is_number(r.get("plaintext_psnr")) and _is_number(r.get("prior_psnr"))]  # fmt: skip
-        gain = statistics.median(p - q for p, q, _ in paired) if paired else None
-        prior = statistics.median(q for _, q, _ in paired) if paired else None
-        means = [m for *_, m in paired if _is_number(m)]
-        per_attack.append((attack, psnr, gain, prior, statistics.median(means) if means else None))
-    if not per_attack:
-        return ["No plaintext estimate was produced without the key."] if scenario != "plain" else []
-    subject = "The attacker's plaintext estimate" if scenario == "plain" else "Without the key, the best estimate"
-    compared = [p for p in per_attack if p[2] is not None]
-    if not compared:
-        attack, psnr, *_ = max(per_attack, key=lambda p: p[1])
-        return [f"{subject} ({attack}) has median plaintext PSNR {psnr:.1f} dB; the rows carry no prior "
-                f"(prior_psnr) to compare it with."]  # fmt: skip
-    attack, psnr, gain, prior, mean = max(compared, key=lambda p: p[2])
-    if gain > KEYLESS_MARGIN_DB:
-        judgement = f"it reveals {gain:.1f} dB beyond the label"
-    elif gain >= -KEYLESS_MARGIN_DB:
-        judgement = f"nothing beyond the label ({gain:+.1f} dB, within ±{KEYLESS_MARGIN_DB:g} dB)"
-    else:
-        judgement = f"worse than the prior ({gain:+.1f} dB)"
-    blind = f"; the label-blind dataset mean gives {mean:.1f} dB" if mean is not None else ""
-    return [f"{subject} ({attack}) has median plaintext PSNR {psnr:.1f} dB against {prior:.1f} dB for the prior "
-            f"the leaked label gives (its class mean){blind}: {judgement}."]  # fmt: skip
-
-
 # --------------------------------------------------------------------------------------------------------- report.md
 def expectations_table(expectations: Sequence[Mapping[str, Any]]) -> list[str]:
     body = []
@@ -336,35 +269,40 @@ def write_report(
     figures: Sequence[Path | str] = (),
     runs_total: int | None = None,
     captions: Mapping[str, str] | None = None,
+    headline: Path | str | None = None,
 ) -> Path:
     """Write report.md (`out` is the file, or a folder to write report.md into); returns its path.
 
-    `expectations`: evaluated expectation rows (ExpectationResult.as_row(): expect, value, runs, met, note).
-    `figures`: image paths relative to the report's folder, linked at the end; `captions` (by the figure's posix
-    path) are printed under their figure."""
+    The first screen is the answer: the compact protection table (he_leak.protection, when the rows hold several
+    protections), its legend and `headline` (the protection figure, relative to the report's folder); the prose
+    follows — the description, the verdict per (protection, attacker), the expectations, the per-attack tables and
+    the other figures. `expectations`: evaluated expectation rows (ExpectationResult.as_row(): expect, value, runs,
+    met, note). `figures`: image paths relative to the report's folder, linked at the end; `captions` (by the
+    figure's posix path) are printed under their figure."""
     out = Path(out)
     path = out if out.suffix == ".md" else out / "report.md"
-    lines = [f"# {title}", ""]
-    if description:
-        lines += [description.strip(), ""]
     recorded = f"{len(rows)} run(s) recorded" + (f" of {runs_total}" if runs_total is not None else "")
     failures = len(_failures(rows))
-    lines += [f"{recorded}; {sum(1 for r in rows if r.get('success') is True)} succeeded, {failures} failed.", ""]
-    if rows and (matrix := protection.table(rows)):
-        lines += ["## Which protection stops which attacker", "", *protection.sentences(rows), "", *matrix, "",
-                  f"Stops: the best attack's median PSNR is within {protection.STOP_MARGIN_DB:g} dB of the attacker's "
-                  "prior (the class mean of the label the gradient leaks; the dataset mean when none leaks). "
-                  "Utility: test accuracy after the same training budget (he_leak.utility).", ""]  # fmt: skip
+    lines = [f"# {title}", "",
+             f"{recorded}; {sum(1 for r in rows if r.get('success') is True)} succeeded, {failures} failed.", ""]
+    cells = protection.summarise(rows) if rows else []
+    if matrix := protection.table(cells):
+        lines += ["## Which protection stops which attacker", "", *matrix, "", protection.legend(), ""]
+        if headline is not None:
+            lines += [f"![protection]({Path(headline).as_posix()})", ""]
+    if description:
+        lines += ["## About this experiment", "", description.strip(), ""]
     if rows:
-        lines += ["## Verdict", "", *verdict(rows), ""]
-        lines += ["## Results", "", "Medians over the runs where the value exists (— where none has it).", ""]
-        lines += results_tables(rows)
+        lines += ["## Verdict", "", *verdict(rows, cells), ""]
     else:
         lines += ["No runs recorded yet.", ""]
     if expectations:
         met = sum(1 for e in expectations if e.get("met") is True)
         lines += ["## Expectations", "", f"{met} of {len(expectations)} met.", ""]
         lines += [*expectations_table(expectations), ""]
+    if rows:
+        lines += ["## Results", "", "Medians over the runs where the value exists (— where none has it).", ""]
+        lines += results_tables(rows)
     if figures:
         lines += ["## Figures", ""]
         for f in figures:

@@ -17,17 +17,24 @@ File format (every key is validated before anything runs)::
     [[grid]]                                  # the run list is the union of all grids, duplicates removed
     scenario = ["plain"]
     attack = ["dlg"]
+    index = [1, 2, 3]
+    seed = [1, 2, 3]
+    paired = ["index", "seed"]                # these lists (equal lengths) advance together: 3 runs, not 9
 
     [[expect]]                                # filters on RunConfig fields (a list means any of them) ...
     scenario = "ckks-input"
     attack = "analytic"
     metric = "symbol_exact"                   # ... a Result key,
-    aggregate = "median"                      # median (default) | mean | min | max | rate
+    aggregate = "median"                      # median (default) | mean | min | max | rate | an interval end
     min = 0.999                               # bounds on the aggregate: min and/or max
     note = "the analytic attack recovers the ciphertext view exactly"
 
 For ``aggregate = "rate"`` the value is the fraction of matching runs where the metric is true (boolean metrics) or
 at least ``threshold`` (numeric metrics, where ``threshold`` is required); a run without the metric counts as no.
+Interval ends (he_leak.expectations.INTERVALS, 95%): ``recovery_low`` / ``recovery_high`` bound the recovery rate of a
+count metric (``recovered``, ``keyless_recovered``: k over the samples scored, Clopper–Pearson); ``gain_low`` /
+``gain_high`` bound the mean per-sample gain over the prior of ``plaintext_psnr`` / ``keyless_gain`` (the keyless
+estimate) or ``key_plaintext_psnr`` (a key holder's), by the bootstrap. The worst case of a metric is ``max``.
 
 Figures beyond the default ones::
 
@@ -49,28 +56,26 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
-import json
 import tomllib
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from he_leak.config import RunConfig
 from he_leak.errors import ConfigError
-from he_leak.expectations import AGGREGATES, PLOT_AGGREGATES, PLOT_KINDS, Expectation, Plot
+from he_leak.expectations import AGGREGATES, PLOT_AGGREGATES, PLOT_KINDS, Expectation, Plot, aggregate_problem
+from he_leak.grid import build, expand, is_sequence_field
 from he_leak.records import Result
-from he_leak.text import num, one_line, show
+from he_leak.text import num, one_line
 
 TOP_KEYS = ("name", "description", "fixed", "grid", "expect", "plot")
 PLOT_KEYS = ("x", "y", "group", "kind", "aggregate", "title", "name")
 EXPECT_KEYS = ("metric", "aggregate", "min", "max", "threshold", "note")
 
 _CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
-_CONFIG_HINTS = typing.get_type_hints(RunConfig)
 _RESULT_FIELDS = [f.name for f in dataclasses.fields(Result)]
 _RESULT_HINTS = typing.get_type_hints(Result)
 
@@ -109,7 +114,7 @@ def load_experiment(path: Path | str, *, check_names: bool = True) -> Experiment
     fixed = data.get("fixed", {})
     if not isinstance(fixed, dict):
         raise ConfigError(f"{where}: fixed must be a table ([fixed] followed by key = value lines)")
-    _build(fixed, f"{where} [fixed]")
+    build(fixed, f"{where} [fixed]")
     grids = data.get("grid", [])
     if not isinstance(grids, list) or not all(isinstance(g, dict) for g in grids):
         raise ConfigError(f"{where}: grid must be an array of tables, written [[grid]]")
@@ -117,7 +122,7 @@ def load_experiment(path: Path | str, *, check_names: bool = True) -> Experiment
         raise ConfigError(f"{where}: grid = [] lists no runs; add [[grid]] tables of values to try, or remove it")
     if not grids and not fixed:
         raise ConfigError(f"{where}: no runs: add [fixed] fields for one run and/or [[grid]] tables of values to try")
-    runs = _expand(fixed, grids, where) if grids else [_build(fixed, f"{where} [fixed]")]
+    runs = expand(fixed, grids, where) if grids else [build(fixed, f"{where} [fixed]")]
     if check_names:
         _check_names(runs, where)
     expects = data.get("expect", [])
@@ -158,72 +163,6 @@ def _parse_toml(raw: bytes, path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {one_line(e)}; fix the syntax there") from None
-
-
-def _build(values: Mapping[str, Any], where: str) -> RunConfig:
-    """RunConfig.from_mapping with `where` in every message (including __post_init__ range checks)."""
-    try:
-        return RunConfig.from_mapping(dict(values), where=where)
-    except ConfigError as e:
-        message = one_line(e)
-        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
-    except TypeError as e:  # defensive: a value the dataclass itself refuses
-        raise ConfigError(f"{where}: {one_line(e)}") from None
-
-
-def _expand(fixed: dict[str, Any], grids: list[dict[str, Any]], where: str) -> list[RunConfig]:
-    runs: dict[str, RunConfig] = {}
-    for number, grid in enumerate(grids, start=1):
-        here = f"{where} [[grid]] #{number}"
-        if not grid:
-            raise ConfigError(f"{here} is empty; give lists of values to try (e.g. index = [0, 1]) or remove it")
-        axes: list[tuple[str, list[Any]]] = []
-        for key, values in grid.items():
-            if key not in _CONFIG_FIELDS:
-                raise ConfigError(f"{here}: unknown field {key!r}; grid fields are RunConfig fields: "
-                                  f"{', '.join(_CONFIG_FIELDS)}")  # fmt: skip
-            example = _example(key)
-            if not isinstance(values, list):
-                raise ConfigError(f"{here}: {key} must be a list of values to try, e.g. {key} = {example}")
-            if not values:
-                raise ConfigError(f"{here}: {key} is an empty list; give at least one value, e.g. {key} = {example}")
-            if _is_sequence_field(key) and not all(isinstance(v, list) for v in values):
-                raise ConfigError(f"{here}: {key} takes lists, so the grid needs a list of lists, "
-                                  f"e.g. {key} = {example}")  # fmt: skip
-            axes.append((key, values))
-        names = [k for k, _ in axes]
-        for combo in itertools.product(*(v for _, v in axes)):
-            point = dict(zip(names, combo, strict=True))
-            label = ", ".join(f"{k}={show(v)}" for k, v in point.items())
-            cfg = _build({**fixed, **point}, f"{here} ({label})" if label else here)
-            runs.setdefault(json.dumps(cfg.key(), sort_keys=True), cfg)
-    return list(runs.values())
-
-
-def _is_sequence_field(name: str) -> bool:
-    hint = _CONFIG_HINTS[name]
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    return any(typing.get_origin(o) is tuple for o in options)
-
-
-def _is_table_field(name: str) -> bool:
-    hint = _CONFIG_HINTS[name]
-    return hint is dict or typing.get_origin(hint) is dict
-
-
-def _example(name: str) -> str:
-    if _is_sequence_field(name):
-        return "[[4], [32, 16]]"
-    if _is_table_field(name):
-        return "[{}]"
-    default = _CONFIG_FIELDS[name].default
-    if isinstance(default, bool):
-        return "[false, true]"
-    if isinstance(default, str):
-        return f'["{default}"]'
-    if isinstance(default, int | float):
-        return f"[{default}]"
-    return '["..."]'
 
 
 def _registries() -> dict[str, Any]:
@@ -274,6 +213,8 @@ def _expectation(raw: dict[str, Any], where: str, runs: Sequence[RunConfig]) -> 
     aggregate = raw.get("aggregate", "median")
     if aggregate not in AGGREGATES:
         raise ConfigError(f"{where}: aggregate {aggregate!r}; use one of {', '.join(AGGREGATES)}")
+    if problem := aggregate_problem(metric, aggregate):
+        raise ConfigError(f"{where}: {problem}")
     bounds: dict[str, float | None] = {}
     for key in ("min", "max", "threshold"):
         value = raw.get(key)
@@ -285,12 +226,12 @@ def _expectation(raw: dict[str, Any], where: str, runs: Sequence[RunConfig]) -> 
     if bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
         raise ConfigError(f"{where}: min {num(bounds['min'])} is above max {num(bounds['max'])}")
     boolean = _is_bool_metric(metric)
-    if aggregate == "rate":
-        if not boolean and bounds["threshold"] is None:
+    if aggregate == "rate" or aggregate.startswith("recovery_"):
+        if aggregate == "rate" and not boolean and bounds["threshold"] is None:
             raise ConfigError(f"{where}: aggregate = \"rate\" on numeric {metric} needs threshold = <number> "
                               f"(a run counts when {metric} ≥ threshold)")  # fmt: skip
-        if boolean and bounds["threshold"] is not None:
-            raise ConfigError(f"{where}: threshold does not apply to the true/false metric {metric}; remove it")
+        if bounds["threshold"] is not None and (boolean or aggregate != "rate"):
+            raise ConfigError(f"{where}: threshold does not apply to {aggregate} of {metric}; remove it")
         for key in ("min", "max"):
             if bounds[key] is not None and not 0 <= bounds[key] <= 1:  # type: ignore[operator]
                 raise ConfigError(f"{where}: {key} of a rate must lie in 0..1, got {num(bounds[key])}")  # type: ignore[arg-type]
@@ -374,7 +315,7 @@ def _slug_name(text: str) -> str:
 
 def _filter_values(name: str, value: Any, where: str) -> tuple[Any, ...]:
     """A filter value (or a list of alternatives) coerced like the RunConfig field, in key() (JSON) form."""
-    if _is_sequence_field(name):
+    if is_sequence_field(name):
         options = value if isinstance(value, list) and value and all(isinstance(v, list) for v in value) else [value]
     else:
         options = value if isinstance(value, list) else [value]
@@ -385,7 +326,7 @@ def _filter_values(name: str, value: Any, where: str) -> tuple[Any, ...]:
         if option is None or (isinstance(option, str) and option in ("", "none") and name == "encryptor"):
             out.append(None)
             continue
-        cfg = _build({name: option}, f"{where}: filter")
+        cfg = build({name: option}, f"{where}: filter")
         out.append(cfg.key()[name])
     return tuple(out)
 

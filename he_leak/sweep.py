@@ -198,10 +198,7 @@ def _write_outputs(
     files = [write_atomic(out / SUMMARY_FILE, summary_csv(rows))]
     figure_paths = figures.experiment_figures(rows, out / RUNS_DIR, out / FIGURES_DIR) if rows else []
     captions: dict[str, str] = {}
-    drawn = protection.figure(rows, out / FIGURES_DIR / "protection.png") if rows else None
-    if drawn is not None:
-        figure_paths.insert(0, drawn)
-        captions[drawn.relative_to(out).as_posix()] = "which protection stops which attacker: gain over the prior"
+    headline = protection.figure(protection.summarise(rows), out / FIGURES_DIR / "protection.png") if rows else None
     for plot in experiment.plots:
         series = plot.series(rows)
         drawn = figures.plot_figure(plot, series, out / FIGURES_DIR / f"{plot.name}.png") if series else None
@@ -214,9 +211,10 @@ def _write_outputs(
             rows, out / REPORT_FILE, title=experiment.name, description=experiment.description,
             expectations=[e.as_row() for e in evaluated], figures=[p.relative_to(out) for p in figure_paths],
             runs_total=len(experiment.runs), captions=captions,
+            headline=None if headline is None else headline.relative_to(out),
         )
     )  # fmt: skip
-    return evaluated, files + figure_paths
+    return evaluated, files + figure_paths + ([headline] if headline else [])
 
 
 def experiment_rows(experiment: Experiment, out: Path | str) -> list[dict[str, Any]]:

@@ -51,6 +51,7 @@ def test_attack_table_without_json(capsys):
         (["run", "/no/such.toml", "--out", "/tmp/x"], ".toml"),
         (["bench", "--threads", "0"], "--threads 0"),
         (["bench", "--pairs", "0"], "at least 1"),
+        (["table", "/no/such/results.jsonl"], "no such results file"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):
@@ -82,3 +83,22 @@ def test_list_names_every_registry():
     proc = run_cli("list", check_exit=0)
     for word in ("scenarios:", "encryptors:", "attacks:", "models:", "datasets:", "ckks", "idlg", "lenet", "faces"):
         assert word in proc.stdout
+
+
+def test_table_prints_the_protection_table_of_recorded_results(tmp_path, capsys):
+    rows = []
+    for scenario, psnr, k in (("plain", 150.0, 1), ("he-train", 140.0, 1)):
+        for i in range(3):
+            rows.append({"scenario": scenario, "attack": "analytic", "success": True, "recovered": k, "batch": 1,
+                         "config": {"scenario": scenario, "attack": "analytic", "index": i, "model": "mlp",
+                                    "activation": "square"},
+                         "sample_psnrs": {"keyless": [psnr], "prior": [12.0]}})  # fmt: skip
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["table", str(tmp_path)]) == 0
+    folder = capsys.readouterr().out
+    assert main(["table", str(tmp_path / "results.jsonl")]) == 0
+    assert capsys.readouterr().out == folder
+    assert "| plain | sees the gradient | does not stop | analytic | 3/3 (0.29–1.00) | 150.0 / 150.0 |" in folder
+    assert "| he-train · mlp square, mse | sees the update | does not stop |" in folder and "Clopper–Pearson" in folder
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    assert main(["table", str(tmp_path)]) == 2 and "fewer than two protections" in capsys.readouterr().err

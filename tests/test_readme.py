@@ -1,9 +1,15 @@
-"""The README's library example runs as written (every ```python block, in order, in one namespace)."""
+"""The README's library example runs as written (every ```python block, in order, in one namespace), and its
+generated blocks are exactly what their command prints from the committed results."""
 
 import re
+import shlex
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from he_leak.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+GENERATED = re.compile(r"<!-- generated: (.+?) -->\n(.*?)<!-- end generated -->", flags=re.S)
 
 
 def test_readme_python_blocks_run(monkeypatch, tmp_path):
@@ -13,3 +19,16 @@ def test_readme_python_blocks_run(monkeypatch, tmp_path):
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
+
+
+def test_readme_generated_blocks_equal_their_command(monkeypatch, capsys):
+    """Each `<!-- generated: he-leak … -->` block holds what that command prints now; rerun it and paste on change."""
+    blocks = GENERATED.findall(README.read_text())
+    assert blocks, "the README lost its generated answer table"
+    monkeypatch.chdir(ROOT)
+    for command, text in blocks:
+        args = shlex.split(command)
+        assert args[0] == "he-leak", command
+        capsys.readouterr()
+        assert main(args[1:]) == 0, command
+        assert capsys.readouterr().out == text, f"README block differs from `{command}`; paste its output"

@@ -30,20 +30,25 @@ def rows() -> list[dict]:
     out = []
     for i in range(3):
         base = dict(mean_psnr=11.0, prior_psnr=12.0)
-        out.append(row("plain", "dlg", i, plaintext_psnr=35.0 + i, plaintext_ssim=0.95, success=True, **base))
-        out.append(row("plain", "ig", i, plaintext_psnr=20.0 + i, plaintext_ssim=0.5, success=False, **base))
+        out.append(row("plain", "dlg", i, plaintext_psnr=35.0 + i, plaintext_ssim=0.95, success=True, recovered=1,
+                       **base))  # fmt: skip
+        out.append(row("plain", "ig", i, plaintext_psnr=20.0 + i, plaintext_ssim=0.5, success=False, recovered=0,
+                       **base))  # fmt: skip
         out.append(
             row(
                 "ckks-input", "analytic", i, encryptor="ckks", symbol_exact=1.0, input_psnr=99.0, decrypts=True,
                 key_plaintext_psnr=60.0, key_plaintext_ssim=0.999, plaintext_psnr=11.2, plaintext_ssim=0.1,
-                mean_psnr=11.0, prior_psnr=11.5, success=True,
+                mean_psnr=11.0, prior_psnr=11.5, success=True, recovered=1, keyless_recovered=0,
             )
         )  # fmt: skip
+        failed = i == 0  # a run without an estimate: counted as failed, not as a sample at the prior
         out.append(
             row(
-                "ckks-input", "dlg", i, encryptor="ckks", symbol_exact=0.4, input_psnr=12.0, decrypts=False,
-                plaintext_psnr=10.5, mean_psnr=11.0, prior_psnr=11.5, success=False,
-                error="AttackFailed: NaN" if i == 0 else None,
+                "ckks-input", "dlg", i, encryptor="ckks", symbol_exact=None if failed else 0.4,
+                input_psnr=None if failed else 12.0, decrypts=None if failed else False,
+                plaintext_psnr=None if failed else 10.5, key_plaintext_psnr=None if failed else 9.0,
+                mean_psnr=11.0, prior_psnr=11.5, success=False, recovered=None if failed else 0,
+                keyless_recovered=None if failed else 0, error="AttackFailed: NaN" if failed else None,
             )
         )  # fmt: skip
     return out
@@ -55,43 +60,49 @@ def test_report_tables_and_verdict(tmp_path: Path, rows: list[dict]) -> None:
          "note": "exact"},
         {"expect": "median plaintext_psnr ≤ 12 where attack=dlg", "value": 20.0, "runs": 3, "met": False, "note": ""},
     ]  # fmt: skip
-    path = write_report(rows, tmp_path, title="HE question", description="Does it leak?", expectations=expectations)
+    path = write_report(rows, tmp_path, title="HE question", description="Does it leak?", expectations=expectations,
+                        headline="figures/protection.png")  # fmt: skip
     md = path.read_text()
     assert path == tmp_path / "report.md"
-    assert md.startswith("# HE question\n\nDoes it leak?")
+    # the first screen is the answer: the compact table, its legend and the protection figure; the prose follows
+    order = ["# HE question", "## Which protection stops which attacker", "| protection | attacker | verdict |",
+             "Clopper–Pearson", "![protection](figures/protection.png)", "## About this experiment\n\nDoes it leak?",
+             "## Verdict", "## Expectations", "## Results"]  # fmt: skip
+    positions = [md.index(text) for text in order]
+    assert positions == sorted(positions)
+    assert "| plain | sees the gradient | does not stop | dlg | 3/3 (0.29–1.00) | 36.0 / 37.0 | 12.0 |" in md
+    assert "| ckks-input · ckks | keyless | inconclusive | analytic | 0/3 (0.00–0.71) | 11.2 / 11.2 | 11.5 |" in md
+    assert "| ckks-input · ckks | key holder | does not stop | analytic | 3/3 (0.29–1.00) | 60.0 / 60.0 |" in md
     assert "### plain · encryptor none" in md and "### ckks-input · encryptor ckks" in md
     assert "| attack | runs | success | plaintext PSNR (dB) | prior PSNR (dB) |" in md
     assert "| dlg | 3 | 3/3 (100%) | 36.00 | 12.00 | 0.950 |" in md
     assert "| analytic | 3 | 3/3 (100%) | 11.20 | 11.50 | 0.100 | 99.00 | 1.0000 | 3/3 (100%) | 60.00 |" in md
     assert "| ig | 3 | 0/3 (0%) | 21.00 | 12.00 | 0.500 | — |" in md  # no input_psnr → —
-    assert "## Which protection stops which attacker" in md and "| plain | sees the gradient | dlg |" in md
-    assert "| ckks-input · ckks | keyless | analytic | 11.2 | 11.5 | -0.3 |" in md
     assert "1 of 1 met" not in md and "1 of 2 met." in md and "**unmet**" in md
 
 
-def test_verdict_sentences_come_from_numbers(rows: list[dict]) -> None:
-    lines = verdict(rows)
-    plain, ckks = lines
-    assert plain.startswith("- **plain** —")
-    assert "Best attack: dlg, which succeeded in 3 of 3 runs (others: ig 0/3)" in plain
-    assert "median plaintext PSNR 36.0 dB" in plain
-    assert "reveals 24.0 dB beyond the label" in plain and "label-blind dataset mean gives 11.0 dB" in plain
-    assert "Best attack: analytic" in ckks
-    assert "The model input (ciphertext view) is recovered: best median symbol_exact 1.0000 (analytic)" in ckks
-    assert "A key holder can read it: the recovered input decrypts in 3 of 3 runs (analytic)" in ckks
-    assert "median PSNR 60.0 dB" in ckks
-    assert "nothing beyond the label (-0.3 dB" in ckks
-    assert "1 of 6 runs ended with an error (first: AttackFailed: NaN)" in ckks
+def test_verdict_is_written_per_protection_and_attacker(rows: list[dict]) -> None:
+    plain, keyless, holder = verdict(rows)
+    assert plain.startswith("- **plain — sees the gradient**: does not stop: 3/3 samples recovered (dlg).")
+    assert "Best attack dlg (2 tried): 3/3 recovered (0.29–1.00), PSNR median 36.0 dB, worst 37.0 dB" in plain
+    assert "Others: ig 0/3, median 21.0 dB" in plain
+    assert keyless.startswith("- **ckks-input · ckks — keyless**: inconclusive: too few samples: 0/3 recovered")
+    assert "60.0" not in keyless and "decrypts" not in keyless  # the key holder's numbers stay on its own line
+    assert "dlg 0/2, median 10.5 dB, gain -1.0 dB, 1 of 3 runs failed" in keyless
+    assert "The model input (ciphertext view) is recovered: best median symbol_exact 1.0000 (analytic)" in keyless
+    assert holder.startswith("- **ckks-input · ckks — key holder**: does not stop: 3/3 samples recovered (analytic).")
+    assert "PSNR median 60.0 dB" in holder
+    assert "A key holder can read it: the recovered input decrypts in 3 of 3 runs (analytic)" in holder
+    assert "1 of 6 runs ended with an error (first: AttackFailed: NaN)" in holder
 
 
-def test_verdict_without_mean_psnr_and_nothing_recovered() -> None:
-    rows = [row("ckks-input", "dlg", i, encryptor="ckks", symbol_exact=0.3, decrypts=False, plaintext_psnr=9.0)
+def test_verdict_when_no_attack_produced_an_estimate() -> None:
+    rows = [row("ckks-input", "dlg", i, encryptor="ckks", prior_psnr=11.0, error="AttackFailed: diverged")
             for i in range(2)]  # fmt: skip
-    (line,) = verdict(rows)
-    assert "One attack was run, dlg: it succeeded in 0 of 2 runs" in line
-    assert "is not recovered" in line and "0 of 2 runs" in line
-    assert "A key holder cannot read it" in line
-    assert "no prior (prior_psnr)" in line
+    keyless, holder = verdict(rows)
+    for line in (keyless, holder):
+        assert "attack failed — the attacker keeps its prior" in line and "stops" not in line
+        assert "2 of 2 runs ended with an error (first: AttackFailed: diverged)" in line
 
 
 def test_empty_report(tmp_path: Path) -> None:

@@ -44,6 +44,15 @@ encryptor_params = [{}, {poly_modulus_degree = 4096}]
     assert exp.runs[1].encryptor_params == {"poly_modulus_degree": 4096}
 
 
+def test_paired_lists_advance_together(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[grid]]\nattack = ["stub-half", "stub-other"]\nindex = [4, 8, 12]\nseed = [1, 2, 3]\n'
+                           'paired = ["index", "seed"]\n')  # fmt: skip
+    runs = load_experiment(path, check_names=False).runs
+    assert [(r.attack, r.index, r.seed) for r in runs] == [
+        (a, i, s) for a in ("stub-half", "stub-other") for i, s in ((4, 1), (8, 2), (12, 3))
+    ]
+
+
 def test_no_grid_means_one_run_of_fixed(tmp_path: Path) -> None:
     exp = load_experiment(write(tmp_path, '[fixed]\nattack = "stub-half"\nindex = 4\n'))
     assert len(exp.runs) == 1 and exp.runs[0].index == 4
@@ -105,6 +114,15 @@ def test_digest_is_the_files_sha256(tmp_path: Path) -> None:
          "matches none"),
         ('[[grid]]\nattack = ["stub-half"]\n[[expect]]\nindex = "x"\nmetric = "success"\nmin = 1\n', "index"),
         ("[[grid]\nattack = [\n", "invalid TOML"),
+        ('[[grid]]\nattack = ["stub-half"]\n[[expect]]\nmetric = "plaintext_psnr"\naggregate = "recovery_high"\n'
+         'max = 0.1\n', "applies to recovered, keyless_recovered"),
+        ('[[grid]]\nattack = ["stub-half"]\n[[expect]]\nmetric = "recovered"\naggregate = "gain_high"\nmax = 1\n',
+         "applies to plaintext_psnr"),
+        ('[[grid]]\nattack = ["stub-half"]\n[[expect]]\nmetric = "recovered"\naggregate = "recovery_high"\n'
+         'max = 2\n', "0..1"),
+        ('[[grid]]\nattack = ["stub-half"]\nindex = [1, 2]\nseed = [1]\npaired = ["index", "seed"]\n',
+         "same length"),
+        ('[[grid]]\nattack = ["stub-half"]\nindex = [1, 2]\npaired = ["index", "seed"]\n', "paired must list"),
     ],
 )  # fmt: skip
 def test_bad_files_are_one_line_config_errors(tmp_path: Path, text: str, fragment: str) -> None:
