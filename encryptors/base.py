@@ -71,6 +71,10 @@ class Encryptor(ABC):
     def describe(self) -> dict[str, object]:
         """Parameters for the run record."""
 
+    def public_key_bytes(self) -> int | None:
+        """Bytes of the public key a party is sent once (None: the scheme has none)."""
+        return None
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "encryptor")
         return f"{type(self).__name__}[{self.name}]({args})"

@@ -21,6 +21,20 @@ level-k ciphertexts, or of one with a plaintext encoded at Δ_k, lands on Δ_{k+
 never meet mismatched scales; a ciphertext brought down to a lower level is multiplied by a constant 1 encoded at
 the scale that lands it on that level's Δ (one plaintext multiply, no approximation). Values must stay below
 2**(first_bits − scale_bits − 1) in magnitude (2**19 with the defaults) at the last level.
+
+Noise flooding (``decrypt(..., flood_bits=B)``): an exact CKKS decryption handed to someone who holds the
+ciphertext lets them recover the secret key (Li & Micciancio, EUROCRYPT 2021: decryption − message reveals the
+noise, a linear function of the key). The standard mitigation adds fresh noise, much larger than the ciphertext's,
+to the decrypted polynomial before anything is shared. Here the key holder adds a plaintext p whose N coefficients
+are iid Gaussian of standard deviation σ = 2**B (rounded to integers) to the ciphertext and decrypts: Dec(c + p) =
+Dec(c) + p exactly (SEAL's add_plain adds p to c0), so the flooding is in the coefficient domain of the decrypted
+plaintext. p is made with SEAL's own encoder: complex slot values v with E|v|² = N·σ²/Δ² (real and imaginary parts
+each of standard deviation σ·√(N/2)/Δ) encode at scale Δ to coefficients of variance σ² — the canonical embedding is
+√N times a unitary map for power-of-two cyclotomics. The slot-domain equivalent: each decoded (real) slot gets iid
+Gaussian noise of standard deviation σ·√(N/2)/Δ (``flood_slot_std``). tests/test_circuit.py measures both constants
+through SEAL (the coefficients by subtracting c0 before and after, out of NTT form). B is at most
+``first_bits − FLOOD_MARGIN_BITS``: a coefficient would need 2**(FLOOD_MARGIN_BITS − 1) = 128 σ to wrap modulo the
+last prime.
 """
 
 from __future__ import annotations
@@ -32,7 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 from tenseal import sealapi
 
-from encryptors.circuit_eval import CkksEvaluator, CtVector, Grid, Replicated, canonical_scales, rotation_steps
+from encryptors.circuit_eval import CkksEvaluator, CtVector, canonical_scales
+from encryptors.circuit_layout import Grid, Replicated, rotation_steps
 from encryptors.seal_backend import Randomness, SealContext, SealParams, decrypt_values, encrypt
 from encryptors.seal_keys import KeySet
 from encryptors.security import SECURE_MAX_BITS
@@ -40,6 +55,10 @@ from he_leak.errors import ConfigError, ParameterError
 from he_leak.seeds import KeySeed, PublicSeed
 
 __all__ = ["CircuitPlan", "CkksCircuit", "CkksEvaluator", "CtVector", "Grid", "Replicated", "plan_circuit"]
+
+FIRST_BITS = 60  # the first (and last remaining) prime of a planned chain
+FLOOD_MARGIN_BITS = 8  # flooding noise σ = 2**B stays this many bits below the first prime
+MAX_FLOOD_BITS = FIRST_BITS - FLOOD_MARGIN_BITS
 
 
 @dataclass(frozen=True)
@@ -72,7 +91,7 @@ class CircuitPlan:
 
 
 def plan_circuit(
-    *, depth: int, slots: int, scale_bits: int = 40, first_bits: int = 60, special_bits: int | None = None
+    *, depth: int, slots: int, scale_bits: int = 40, first_bits: int = FIRST_BITS, special_bits: int | None = None
 ) -> CircuitPlan:
     """The smallest 128-bit-secure N (N/2 >= ``slots``) whose table limit holds [first, scale × depth, special]."""
     special = first_bits if special_bits is None else special_bits
@@ -141,6 +160,31 @@ class CkksCircuit:
     def scales(self) -> tuple[float, ...]:
         return canonical_scales(self.context)
 
-    def decrypt(self, ct: CtVector) -> np.ndarray:
-        """Float64 values in the layout's shape: (length,) for Replicated, (rows, cols) for Grid."""
+    def decrypt(self, ct: CtVector, *, flood_bits: int | None = None) -> np.ndarray:
+        """Float64 values in the layout's shape: (length,) for Replicated, (rows, cols) for Grid; with
+        ``flood_bits`` B, the decryption flooded with coefficient noise of standard deviation 2**B first."""
+        if flood_bits is not None:
+            ct = self.flooded(ct, flood_bits)
         return ct.layout.unpack(decrypt_values(self.context, self._keys.secret, self._encoder, ct.ciphertexts))
+
+    def flooded(self, ct: CtVector, bits: int) -> CtVector:
+        """ct + p, p a fresh plaintext per ciphertext whose coefficients are iid Gaussian of standard deviation
+        2**bits (module docstring); the randomness is the key holder's."""
+        if not 1 <= bits <= self.plan.coeff_mod_bit_sizes[0] - FLOOD_MARGIN_BITS:
+            raise ParameterError(f"flood bits {bits}: use 1 to {self.plan.coeff_mod_bit_sizes[0] - FLOOD_MARGIN_BITS} "
+                                 f"(the first prime has {self.plan.coeff_mod_bit_sizes[0]} bits)")  # fmt: skip
+        n, out = self.plan.poly_modulus_degree, []
+        for cipher in ct.ciphertexts:
+            rng = np.random.default_rng(self._randomness.next(f"flood/{bits}".encode()))
+            std = 2.0**bits * math.sqrt(n / 2) / cipher.scale  # of each of the real and imaginary parts
+            values = std * (rng.standard_normal(n // 2) + 1j * rng.standard_normal(n // 2))
+            plain = sealapi.Plaintext()
+            self._encoder.encode(values.tolist(), cipher.parms_id(), cipher.scale, plain)
+            flooded = sealapi.Ciphertext()
+            self.context.evaluator.add_plain(cipher, plain, flooded)
+            out.append(flooded)
+        return CtVector(ct.layout, tuple(out), ct.level)
+
+    def flood_slot_std(self, bits: int, level: int) -> float:
+        """The standard deviation flooding with 2**bits adds to each decoded slot of a ciphertext at ``level``."""
+        return 2.0**bits * math.sqrt(self.plan.poly_modulus_degree / 2) / self.scales[level]

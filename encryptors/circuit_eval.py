@@ -1,98 +1,29 @@
-"""CKKS evaluation without the secret key: slot layouts, automatic level and scale alignment, and the operations an
-encrypted training step needs (see `encryptors.circuit` for the scale rule and why TenSEAL's ops are not used).
+"""CKKS evaluation without the secret key: automatic level and scale alignment, and the operations an encrypted
+training step needs (see `encryptors.circuit` for the scale rule and why TenSEAL's ops are not used; the slot
+layouts are `encryptors.circuit_layout`'s).
 
-Layouts: ``Replicated(length, period)`` holds v[s mod period] in slot s (v zero-padded to the period), so a full
-rotation by k < period is a cyclic rotation of v; ``Grid(rows, cols, stride)`` holds entry (i, j) at slot
-(i mod r)·stride + j of ciphertext i // r (r = slots // stride rows per ciphertext): a matrix packed row-major,
-chunked by rows. Matrix products use the diagonal method with baby-step/giant-step rotations: y = Σ_t rot(Σ_b
-rot(D_{tg+b}, −tg) ⊙ rot(x, b), tg), g ≈ √period: (g − 1) + (period/g − 1) rotations instead of period − 1. The
-baby rotations are chained (rot(x, b) = rot(rot(x, b − 1), 1)) and the giant sum is taken Horner-style
-(acc ← rot(acc, g) + inner_t), so only two Galois keys (steps 1 and g) are needed per period: a key-switching
-key at N=16384 with 8 data primes is ~19 MB and ~1.6 s to make (`encryptors.seal_keys`), against 2·√period keys.
+Matrix products use the diagonal method with baby-step/giant-step rotations: y = Σ_t rot(Σ_b rot(D_{tg+b}, −tg) ⊙
+rot(x, b), tg), g ≈ √period: (g − 1) + (period/g − 1) rotations instead of period − 1. The baby rotations are
+chained (rot(x, b) = rot(rot(x, b − 1), 1)) and the giant sum is taken Horner-style (acc ← rot(acc, g) + inner_t),
+so only two Galois keys (steps 1 and g) are needed per period: a key-switching key at N=16384 with 8 data primes
+is ~19 MB and ~1.6 s to make (`encryptors.seal_keys`), against 2·√period keys.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from tenseal import sealapi
 
+from encryptors.circuit_layout import Grid, Layout, Replicated, baby_steps, matvec_layout, matvec_terms, rotation_steps
 from encryptors.seal_backend import Randomness, SealContext, encrypt
 from encryptors.seal_keys import KeySet
 from he_leak.errors import ConfigError, ParameterError
 from he_leak.seeds import PublicSeed
-
-
-@dataclass(frozen=True)
-class Replicated:
-    """A vector of ``length`` values repeated with ``period`` across all ``slots`` (one ciphertext)."""
-
-    length: int
-    period: int
-    slots: int
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.length,)
-
-    @property
-    def chunks(self) -> int:
-        return 1
-
-    def pack(self, values: np.ndarray | float) -> list[np.ndarray]:
-        block = np.zeros(self.period)
-        block[: self.length] = np.broadcast_to(np.asarray(values, np.float64), self.shape)
-        return [np.tile(block, self.slots // self.period)]
-
-    def unpack(self, chunks: Sequence[np.ndarray]) -> np.ndarray:
-        return np.asarray(chunks[0][: self.length], np.float64)
-
-    def positions(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-        """(row, column) of each slot's output entry for a matrix product (row −1: no entry)."""
-        pos = np.arange(self.slots) % self.period
-        return np.where(pos < self.length, pos, -1), pos
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A rows × cols matrix, row i at offset (i mod r)·stride of ciphertext i // r, r = slots // stride."""
-
-    rows: int
-    cols: int
-    stride: int
-    slots: int
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (self.rows, self.cols)
-
-    @property
-    def rows_per_chunk(self) -> int:
-        return self.slots // self.stride
-
-    @property
-    def chunks(self) -> int:
-        return -(-self.rows // self.rows_per_chunk)
-
-    def pack(self, values: np.ndarray | float) -> list[np.ndarray]:
-        full = np.zeros((self.chunks * self.rows_per_chunk, self.stride))
-        full[: self.rows, : self.cols] = np.broadcast_to(np.asarray(values, np.float64), self.shape)
-        return list(full.reshape(self.chunks, self.slots))
-
-    def unpack(self, chunks: Sequence[np.ndarray]) -> np.ndarray:
-        full = np.concatenate([np.asarray(c, np.float64) for c in chunks]).reshape(-1, self.stride)
-        return full[: self.rows, : self.cols]
-
-    def positions(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-        slot = np.arange(self.slots)
-        row = chunk * self.rows_per_chunk + slot // self.stride
-        return np.where(row < self.rows, row, -1), slot % self.stride
-
-
-Layout = Replicated | Grid
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,17 +33,6 @@ class CtVector:
     layout: Layout
     ciphertexts: tuple[sealapi.Ciphertext, ...]
     level: int
-
-
-def baby_steps(period: int) -> int:
-    """g: the baby-step count of a period (a power of two near √period)."""
-    return 1 << math.ceil(math.log2(period) / 2) if period > 1 else 1
-
-
-def rotation_steps(period: int) -> list[int]:
-    """The rotation steps (Galois keys) a matrix product over ``period`` uses: 1 (baby steps) and g (giant)."""
-    g = baby_steps(period)
-    return sorted({s for s in (1, g) if s < period})
 
 
 def canonical_scales(context: SealContext) -> tuple[float, ...]:
@@ -128,7 +48,9 @@ class CkksEvaluator:
     """Evaluates on ciphertexts with the public, relinearisation and Galois keys only (it cannot decrypt).
 
     Binary operations first bring both operands to the lower level (more rescales used); every product consumes
-    one level, and running out of levels raises ParameterError naming the planned depth."""
+    one level, and running out of levels raises ParameterError naming the planned depth. ``ops`` counts every SEAL
+    operation it performs, by kind (``OP_KINDS``); `encryptors.circuit_cost` predicts the same counts from a
+    program without any ciphertext."""
 
     def __init__(self, context: SealContext, keys: KeySet, steps: Sequence[int], *, seed: PublicSeed | int) -> None:
         if keys.secret is not None:
@@ -143,6 +65,7 @@ class CkksEvaluator:
         self._primes = self.context.data_primes
         self._ev = self.context.evaluator
         self._encoder = sealapi.CKKSEncoder(self.context.seal)
+        self.ops: Counter[str] = Counter()
         self._parms, data = [], self.context.seal.first_context_data()
         while data is not None:
             self._parms.append(data.parms_id())
@@ -171,18 +94,25 @@ class CkksEvaluator:
                 f"{level}); plan_circuit(depth=...) with a larger depth"
             )
 
+    def _count(self, kind: str, op: Callable, *args) -> None:
+        """Run one SEAL operation, counted under ``kind``."""
+        self.ops[kind] += 1
+        op(*args)
+
     def _zero(self, level: int, scale: float) -> sealapi.Ciphertext:
         """A fresh encryption of zero (SEAL refuses results whose mask part vanishes, e.g. x − x or x·0)."""
         seed = self._randomness.next(f"zero/{level}/{scale!r}".encode())
+        self.ops["encrypt_zero"] += 1
         zero = encrypt(self.context, self.keys.public, self._encode(0.0, 0, scale), seed)  # fresh: first level
         if level:
-            self._ev.mod_switch_to_inplace(zero, self._parms[level])  # keeps the scale
+            self._count("mod_switch", self._ev.mod_switch_to_inplace, zero, self._parms[level])  # keeps the scale
         return zero
 
-    def _out(self, op: Callable, *args, level: int, scale: float) -> sealapi.Ciphertext:
+    def _out(self, kind: str, op: Callable, *args, level: int, scale: float) -> sealapi.Ciphertext:
+        """A new ciphertext from ``op(*args, out)``; a transparent result is replaced by a fresh zero."""
         out = sealapi.Ciphertext()
         try:
-            op(*args, out)
+            self._count(kind, op, *args, out)
         except RuntimeError as err:
             if "transparent" not in str(err):
                 raise
@@ -191,7 +121,7 @@ class CkksEvaluator:
 
     def _rescale(self, cipher: sealapi.Ciphertext, level: int) -> sealapi.Ciphertext:
         """Rescale a product made at ``level − 1`` down to ``level``; its scale becomes Δ_level exactly."""
-        self._ev.rescale_to_next_inplace(cipher)
+        self._count("rescale", self._ev.rescale_to_next_inplace, cipher)
         if not math.isclose(cipher.scale, self.scales[level], rel_tol=1e-12):
             raise RuntimeError(f"scale {cipher.scale!r} is not level {level}'s {self.scales[level]!r} (a bug here)")
         cipher.scale = self.scales[level]  # equal up to the last bit of double rounding
@@ -210,9 +140,9 @@ class CkksEvaluator:
         for cipher in x.ciphertexts:
             if level - 1 > x.level:
                 switched = sealapi.Ciphertext()
-                self._ev.mod_switch_to(cipher, self._parms[level - 1], switched)
+                self._count("mod_switch", self._ev.mod_switch_to, cipher, self._parms[level - 1], switched)
                 cipher = switched
-            out.append(self._rescale(self._out(self._ev.multiply_plain, cipher, one, level=level - 1,
+            out.append(self._rescale(self._out("multiply_plain", self._ev.multiply_plain, cipher, one, level=level - 1,
                                                scale=self.scales[x.level] * bridge), level))  # fmt: skip
         return CtVector(x.layout, tuple(out), level)
 
@@ -222,18 +152,19 @@ class CkksEvaluator:
 
     # --- linear operations -----------------------------------------------------------------------------------
     def add(self, a: CtVector, b: CtVector) -> CtVector:
-        return self._combine(a, b, self._ev.add)
+        return self._combine(a, b, "add")
 
     def sub(self, a: CtVector, b: CtVector) -> CtVector:
-        return self._combine(a, b, self._ev.sub)
+        return self._combine(a, b, "sub")
 
-    def _combine(self, a: CtVector, b: CtVector, op: Callable) -> CtVector:
+    def _combine(self, a: CtVector, b: CtVector, kind: str) -> CtVector:
         if a.layout != b.layout:
             raise ConfigError(f"cannot add ciphertexts in different layouts: {a.layout} and {b.layout}")
         a, b = self._align(a, b)
         scale = self.scales[a.level]
         pairs = zip(a.ciphertexts, b.ciphertexts, strict=True)
-        out = tuple(self._out(op, x, y, level=a.level, scale=scale) for x, y in pairs)
+        op = getattr(self._ev, kind)
+        out = tuple(self._out(kind, op, x, y, level=a.level, scale=scale) for x, y in pairs)
         return CtVector(a.layout, out, a.level)
 
     def add_plain(self, a: CtVector, values: np.ndarray | float) -> CtVector:
@@ -242,7 +173,8 @@ class CkksEvaluator:
         out = []
         for cipher, chunk in zip(a.ciphertexts, chunks, strict=True):
             plain = self._encode(chunk, a.level, self.scales[a.level])
-            out.append(self._out(self._ev.add_plain, cipher, plain, level=a.level, scale=self.scales[a.level]))
+            out.append(self._out("add_plain", self._ev.add_plain, cipher, plain, level=a.level,
+                                 scale=self.scales[a.level]))  # fmt: skip
         return CtVector(a.layout, tuple(out), a.level)
 
     def sub_plain(self, a: CtVector, values: np.ndarray | float) -> CtVector:
@@ -260,8 +192,8 @@ class CkksEvaluator:
                 out.append(self._zero(level, self.scales[level]))
                 continue
             plain = self._encode(chunk, a.level, scale)
-            out.append(self._rescale(self._out(self._ev.multiply_plain, cipher, plain, level=a.level,
-                                               scale=scale * scale), level))  # fmt: skip
+            out.append(self._rescale(self._out("multiply_plain", self._ev.multiply_plain, cipher, plain,
+                                               level=a.level, scale=scale * scale), level))  # fmt: skip
         return CtVector(a.layout, tuple(out), level)
 
     # --- products ----------------------------------------------------------------------------------------------
@@ -282,8 +214,8 @@ class CkksEvaluator:
         rhs = b.ciphertexts * a.layout.chunks if len(b.ciphertexts) == 1 else b.ciphertexts
         out = []
         for x, y in zip(a.ciphertexts, rhs, strict=True):
-            prod = self._out(self._ev.multiply, x, y, level=a.level, scale=self.scales[a.level] ** 2)
-            self._ev.relinearize_inplace(prod, self.keys.relin)
+            prod = self._out("multiply", self._ev.multiply, x, y, level=a.level, scale=self.scales[a.level] ** 2)
+            self._count("relinearize", self._ev.relinearize_inplace, prod, self.keys.relin)
             out.append(self._rescale(prod, level))
         return CtVector(layout, tuple(out), level)
 
@@ -312,48 +244,34 @@ class CkksEvaluator:
         (m <= period), out="grid" gives Grid(m, period): row i is y_i in every column (y expanded for an outer
         product). One level; baby-step/giant-step rotations."""
         m_arr = np.asarray(matrix, np.float64)
-        lay = x.layout
-        if not isinstance(lay, Replicated) or m_arr.ndim != 2 or m_arr.shape[1] != lay.length:
-            raise ConfigError(f"matvec needs an m × {getattr(lay, 'length', '?')} matrix and a Replicated vector")
-        p, rows = lay.period, m_arr.shape[0]
-        if out == "replicated" and rows > p:
-            raise ConfigError(f"a replicated result of {rows} values needs period >= {rows}; encrypt with it")
-        if out not in ("replicated", "grid"):
-            raise ConfigError(f"matvec out must be 'replicated' or 'grid', got {out!r}")
+        result = matvec_layout(m_arr, x.layout, out)
+        p = x.layout.period
         missing = sorted(set(rotation_steps(p)) - self.steps)
         if missing:
             raise ParameterError(f"no Galois keys for rotations {missing}; create the CkksCircuit with periods=({p},)")
         level = x.level + 1
         self._need(level)
-        result = Replicated(rows, p, lay.slots) if out == "replicated" else Grid(rows, p, p, lay.slots)
-        padded = np.zeros((rows + 1, p))  # an extra zero row for slots without an entry (row −1)
-        padded[:rows, : lay.length] = m_arr
         g, scale = baby_steps(p), self.scales[x.level]
         babies = [x.ciphertexts[0]]  # rot(x, b), chained by steps of 1
         out_cts = []
         for chunk in range(result.chunks):
-            row, col = result.positions(chunk)
-            inners = []
-            for t in range(0, p, g):
-                inner = None
-                for b in range(g):
-                    diag = padded[row, (col + t + b) % p]
-                    if not diag.any():
-                        continue
-                    while len(babies) <= b:
-                        babies.append(self._out(self._ev.rotate_vector, babies[-1], 1, self.keys.galois,
-                                                level=x.level, scale=scale))  # fmt: skip
-                    plain = self._encode(np.roll(diag, t), x.level, scale)
-                    term = self._out(self._ev.multiply_plain, babies[b], plain, level=x.level, scale=scale**2)
-                    inner = term if inner is None else self._out(self._ev.add, inner, term, level=x.level,
-                                                                 scale=scale**2)  # fmt: skip
-                inners.append(inner)
+            inners: dict[int, sealapi.Ciphertext] = {}
+            for t, b, diag in matvec_terms(m_arr, x.layout, result, chunk):
+                while len(babies) <= b:
+                    babies.append(self._out("rotate", self._ev.rotate_vector, babies[-1], 1, self.keys.galois,
+                                            level=x.level, scale=scale))  # fmt: skip
+                plain = self._encode(np.roll(diag, t), x.level, scale)
+                term = self._out("multiply_plain", self._ev.multiply_plain, babies[b], plain, level=x.level,
+                                 scale=scale**2)  # fmt: skip
+                inners[t] = term if t not in inners else self._out("add", self._ev.add, inners[t], term,
+                                                                   level=x.level, scale=scale**2)  # fmt: skip
             acc = None
-            for inner in reversed(inners):  # Horner: acc = Σ_t rot(inner_t, t·g)
+            for t in reversed(range(0, p, g)):  # Horner: acc = Σ_t rot(inner_t, t), one rotation by g per step
                 if acc is not None:
-                    self._ev.rotate_vector_inplace(acc, g, self.keys.galois)
-                if inner is not None:
-                    acc = inner if acc is None else self._out(self._ev.add, acc, inner, level=x.level, scale=scale**2)
+                    self._count("rotate", self._ev.rotate_vector_inplace, acc, g, self.keys.galois)
+                if t in inners:
+                    acc = inners[t] if acc is None else self._out("add", self._ev.add, acc, inners[t],
+                                                                  level=x.level, scale=scale**2)  # fmt: skip
             out_cts.append(self._zero(level, self.scales[level]) if acc is None else self._rescale(acc, level))
         return CtVector(result, tuple(out_cts), level)
 

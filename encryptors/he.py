@@ -183,6 +183,9 @@ class SealEncryptor(Encryptor):
     def is_public(self) -> bool:
         return self.keys.secret is None
 
+    def public_key_bytes(self) -> int:
+        return len(self.context.save(self.keys.public))
+
     def __getstate__(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items() if k not in ("_decryptor", "_encoder")}  # SEAL objects
 

@@ -89,6 +89,10 @@ class _PackingBase:
     def ciphertexts_for(self, length: int) -> int:
         return -(-length // self.slots)
 
+    def public_key_bytes(self) -> int:
+        """Bytes of the public key (SEAL's serialisation): what a party is sent once; adding needs no other key."""
+        return len(self.context.save(self.keys.public))
+
     def describe(self) -> dict[str, object]:
         return {
             "poly_modulus_degree": self.params.poly_modulus_degree,

@@ -55,7 +55,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=_csv_ints, default=(64, 32), help="mlp hidden widths, e.g. 64,32")
     p.add_argument("--width", type=int, default=12, help="convnet / conv1 kernels per layer")
     p.add_argument("--stride", type=int, default=2, help="conv1's stride")
-    p.add_argument("--activation", default="sigmoid", help="activation: sigmoid, tanh, relu, leaky_relu, softplus")
+    p.add_argument("--activation", default=None,
+                   help="activation: sigmoid, tanh, relu, leaky_relu, softplus, square, sigmoid3 (default: the "
+                        "scenario's: square for he-train, sigmoid otherwise)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the model's weights and the attack")
     p.add_argument("--layout", default="auto", choices=LAYOUTS,
                    help="axis order of a .npy/.npz array (n: images, c: channels); auto: 2-D hw, 3-D hwc if the last "
@@ -112,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="encrypt whole parameters whose name matches REGEX (NVFlare's encrypt_layers)")
     fl.add_argument("--train-steps", type=int, default=0, dest="train_steps",
                     help="he-train: encrypted training steps after the attacked one (loss recorded)")  # fmt: skip
+    fl.add_argument("--flood-bits", type=int, default=None, dest="flood_bits", metavar="B",
+                    help="he-train: the key holder floods the shared decryption with Gaussian noise of standard "
+                         "deviation 2**B in the coefficient domain (the IND-CPA-D mitigation; docs/design.md)")
     df = a.add_argument_group("gradient defences (any scenario; applied in this order)")
     df.add_argument("--clip", type=float, default=None, help="clip the gradient's L2 norm to this bound")
     df.add_argument("--prune", type=float, default=0.0, help="zero this fraction of smallest entries per tensor")
@@ -272,14 +277,14 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from he_leak.audit import audit, format_audit
+    from he_leak.config import RunConfig
     from he_leak.data import load_dataset
-    from he_leak.models import ModelSpec
+    from he_leak.scenarios import model_spec
 
     shape = load_dataset(args.data, layout=args.layout, normalize=args.normalize).shape
-    spec = ModelSpec(
-        name=args.model, input_shape=shape, classes=args.classes, hidden=args.hidden,
-        width=args.width, stride=args.stride, activation=args.activation, seed=args.seed,
-    )  # fmt: skip
+    cfg = RunConfig(model=args.model, classes=args.classes, hidden=args.hidden, width=args.width, stride=args.stride,
+                    activation=args.activation, seed=args.seed)  # fmt: skip
+    spec = model_spec(cfg, shape)
     result = audit(spec, batch=args.batch)
     print(json.dumps(result.to_dict()) if args.json else format_audit(result))
     return 0

@@ -34,7 +34,7 @@ class RunConfig:
     hidden: tuple[int, ...] = (64, 32)
     width: int = 12
     stride: int = 2  # conv1's stride
-    activation: str = "sigmoid"
+    activation: str | None = None  # None: the scenario's default (square for he-train, sigmoid otherwise)
     encryptor: str | None = None  # scenario's default when None (ckks for ckks-input)
     encryptor_params: dict[str, Any] = field(default_factory=dict)
     insecure: bool = False
@@ -51,8 +51,9 @@ class RunConfig:
     clip: float | None = None  # L2 norm bound on the whole gradient
     prune: float = 0.0  # fraction of entries (smallest magnitude) set to zero
     noise: float = 0.0  # standard deviation of the Gaussian noise added to every entry
-    # he-train: encrypted training steps after the attacked one
+    # he-train: encrypted training steps after the attacked one; noise flooding 2**B of the shared decryption
     train_steps: int = 0
+    flood_bits: int | None = None
     # he-aggregate: K clients with a batch each; who attacks; which parameters are encrypted
     clients: int = 1
     role: str = "server"
@@ -74,6 +75,8 @@ class RunConfig:
             raise ConfigError(f"clients must be at least 1, got {self.clients}")
         if self.train_steps < 0:
             raise ConfigError(f"train_steps must be >= 0, got {self.train_steps}")
+        if self.flood_bits is not None and self.flood_bits < 1:
+            raise ConfigError(f"flood_bits must be at least 1 (noise of std 2**B), got {self.flood_bits}")
         for name in ("lr", "tv", "clip", "success_psnr"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):

@@ -87,8 +87,7 @@ NOT_SCENARIO = ("attack", "index", "seed", "iterations", "restarts", "lr", "tv",
 def _check_encryptors(experiment: Experiment, shapes: dict[str, tuple[int, ...]]) -> None:
     """Build each distinct scenario setting once (its options, loss, HE parameters, keys and model checks) on the
     first run that uses it, so that a bad HE parameter or an unsupported model fails before anything runs."""
-    from he_leak.models import ModelSpec
-    from he_leak.scenarios import SCENARIOS
+    from he_leak.scenarios import SCENARIOS, model_spec
 
     groups: dict[str, RunConfig] = {}
     for cfg in experiment.runs:
@@ -97,11 +96,7 @@ def _check_encryptors(experiment: Experiment, shapes: dict[str, tuple[int, ...]]
     for cfg in groups.values():
         try:
             scenario = SCENARIOS[cfg.scenario](cfg)
-            spec = ModelSpec(
-                name=cfg.model, input_shape=scenario.input_shape(shapes[cfg.data]), classes=cfg.classes,
-                hidden=cfg.hidden, width=cfg.width, stride=cfg.stride, activation=cfg.activation,
-            )  # fmt: skip
-            scenario.check(spec)
+            scenario.check(model_spec(cfg, scenario.input_shape(shapes[cfg.data])))
         except HE_ERRORS as e:
             kind = type(e) if isinstance(e, ConfigError) else ConfigError  # keeps ParameterError
             raise kind(f"{experiment.path}: run {describe_run(cfg)} is refused: {one_line(e)}; fix it in the "

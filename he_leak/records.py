@@ -107,8 +107,10 @@ class Result:
     keyless_psnrs: dict[str, float] | None = None  # plaintext PSNR of each keyless learner (ckks-input)
     utility: float | None = None  # test accuracy of the model trained on the scenario's inputs (config.utility)
     utility_plain: float | None = None  # the same model trained on plaintext images, same budget
+    utility_measured: str | None = None  # how `utility` was measured (the scenario's utility_measured)
     he_seconds: float | None = None  # homomorphic work per round (encrypt, evaluate, aggregate, decrypt)
     he_bytes: int | None = None  # ciphertext bytes sent per round
+    he_key_bytes: int | None = None  # public / evaluation key bytes a party is sent once (not per round)
     he_gradient_error: float | None = None  # he-train: max relative error of the decrypted HE gradient vs torch's
     he_training: dict[str, Any] | None = None  # he-train --train-steps: losses of encrypted vs plaintext SGD
     insecure: bool | None = None  # the HE parameters lie beyond the 128-bit table (measured, not the flag)

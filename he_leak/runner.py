@@ -21,7 +21,7 @@ from he_leak.metrics import psnr
 from he_leak.models import ModelSpec, build_model, shape_model
 from he_leak.prior import Prior
 from he_leak.records import Observation, Reconstruction, Result, Truth
-from he_leak.scenarios.base import SCENARIOS, Scenario
+from he_leak.scenarios.base import SCENARIOS, Scenario, model_spec
 from he_leak.scoring import Outcome, prior_only, score
 from he_leak.seeds import KeySeed, derive
 from he_leak.versions import versions
@@ -50,10 +50,7 @@ def prepare(cfg: RunConfig, *, key_seed: KeySeed | None = None) -> tuple[Scenari
     check_labels(ds.labels, cfg.classes, where=cfg.data)  # the whole set: the attacker's pool uses every label
     targets = ds.indices(cfg.index, scenario.samples, asked=scenario.samples_asked)
     images, labels = ds.images[targets], ds.labels[targets]
-    spec = ModelSpec(
-        name=cfg.model, input_shape=scenario.input_shape(ds.shape), classes=cfg.classes, hidden=cfg.hidden,
-        width=cfg.width, stride=cfg.stride, activation=cfg.activation, seed=cfg.seed,
-    )  # fmt: skip
+    spec = model_spec(cfg, scenario.input_shape(ds.shape))
     memory.check(memory.estimate(
         cfg, model=shape_model(spec), input_shape=spec.input_shape, image_values=int(np.prod(ds.shape)),
         dataset_size=len(ds), samples=scenario.samples, decoder_samples=scenario.decoder_samples(ds.shape),
@@ -121,8 +118,9 @@ def _finish(
 
         acc, plain = utility(cfg, scenario, truth.extras["dataset"])
         outcome = dataclasses.replace(
-            outcome, result=dataclasses.replace(outcome.result, utility=acc, utility_plain=plain)
-        )
+            outcome, result=dataclasses.replace(outcome.result, utility=acc, utility_plain=plain,
+                                                utility_measured=scenario.utility_measured)
+        )  # fmt: skip
     return outcome
 
 

@@ -12,7 +12,8 @@ from tenseal import sealapi
 
 from encryptors import seal_format
 from encryptors.circuit import CkksCircuit, Grid, Replicated, plan_circuit
-from encryptors.circuit_eval import rotation_steps
+from encryptors.circuit_layout import rotation_steps
+from encryptors.seal_backend import decrypt_values
 from encryptors.seal_keys import generate_kswitch, split_kswitch
 from encryptors.security import SECURE_MAX_BITS
 from he_leak.errors import ConfigError, ParameterError
@@ -239,3 +240,49 @@ def test_tenseal_mm_is_not_reproducible() -> None:
     vec = ts.ckks_vector(ctx, [0.5] * 8)
     w = np.ones((8, 4)).tolist()
     assert vec.mm(w).serialize() != vec.mm(w).serialize()
+
+
+# --- noise flooding ----------------------------------------------------------------------------------------------
+#: the sample standard deviation of n iid Gaussians is within 5 standard errors (1/√(2n)) of σ; n = N = 8192 here
+STD_RTOL = 5 / np.sqrt(2 * 8192)
+
+
+def _coefficients(holder: CkksCircuit, cipher: sealapi.Ciphertext) -> np.ndarray:
+    """c0 of ``cipher`` out of NTT form, residues modulo the first prime, as signed integers."""
+    out = sealapi.Ciphertext()
+    holder.context.evaluator.transform_from_ntt(cipher, out)
+    return seal_format.parse(holder.context.save(out)).data[0, 0].astype(np.int64)
+
+
+@pytest.mark.parametrize("bits", [12, 30])
+def test_flooding_adds_iid_gaussian_coefficients_of_std_2_to_the_b(holder: CkksCircuit, bits: int) -> None:
+    """Measured through SEAL: c0 of the flooded ciphertext minus c0 of the original (out of NTT form) is the
+    flooding polynomial, with coefficient std 2**B; its decoded slots have std 2**B·√(N/2)/Δ (flood_slot_std)."""
+    x = np.linspace(-1, 1, PERIOD)
+    ct = holder.encrypt(x)
+    flooded = holder.flooded(ct, bits)
+    q = holder.context.data_primes[0]
+    diff = (_coefficients(holder, flooded.ciphertexts[0]) - _coefficients(holder, ct.ciphertexts[0])) % q
+    coeffs = np.where(diff > q // 2, diff - q, diff).astype(np.float64)
+    sigma = 2.0**bits
+    assert abs(coeffs.std() / sigma - 1) < STD_RTOL and abs(coeffs.mean()) < 5 * sigma / np.sqrt(coeffs.size)
+    assert abs(np.corrcoef(coeffs[:-1], coeffs[1:])[0, 1]) < 5 / np.sqrt(coeffs.size)  # no neighbour correlation
+    encoder = sealapi.CKKSEncoder(holder.context.seal)
+    slots = [decrypt_values(holder.context, holder._keys.secret, encoder, c.ciphertexts)[0] for c in (flooded, ct)]
+    noise = slots[0] - slots[1]
+    assert abs(noise.std() / holder.flood_slot_std(bits, 0) - 1) < STD_RTOL
+    again = holder.decrypt(ct, flood_bits=bits)  # fresh noise on every decryption
+    assert not np.array_equal(again, holder.decrypt(flooded)) and np.abs(again - x).max() < 8 * noise.std()
+
+
+def test_flooding_is_reproducible_from_the_key_seed_and_bounded() -> None:
+    plan = plan_circuit(depth=1, slots=8, scale_bits=30, first_bits=40, special_bits=30)
+    x = np.arange(8) / 8
+    runs = []
+    for seed in (KEY_SEED, KEY_SEED, KEY_SEED + 1):
+        holder = CkksCircuit(plan, key_seed=seed)
+        runs.append(holder.decrypt(holder.encrypt(x), flood_bits=10))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+    with pytest.raises(ParameterError, match="1 to 32"):
+        holder.decrypt(holder.encrypt(x), flood_bits=33)

@@ -90,15 +90,16 @@ def _without_timings(value):
 
 
 @pytest.mark.parametrize("option, scenario", [("encryptor", "plain"), ("clients", "ckks-input"),
-                                              ("train_steps", "he-aggregate"), ("role", "he-train")])  # fmt: skip
+                                              ("train_steps", "he-aggregate"), ("role", "he-train"),
+                                              ("flood_bits", "plain")])  # fmt: skip
 def test_options_a_scenario_does_not_use_are_refused(option, scenario):
-    value = {"encryptor": "ckks", "clients": 3, "train_steps": 2, "role": "client"}[option]
+    value = {"encryptor": "ckks", "clients": 3, "train_steps": 2, "role": "client", "flood_bits": 20}[option]
     with pytest.raises(ConfigError, match="does not apply"):
         SCENARIOS[scenario](RunConfig(scenario=scenario, **{option: value}))
 
 
 def test_he_train_refuses_non_polynomial_models_and_cross_entropy():
-    with pytest.raises(ConfigError, match="polynomial"):
+    with pytest.raises(ConfigError, match="polynomial activations only, not layer 2 \\(Sigmoid\\)"):
         prepare(RunConfig(scenario="he-train", model="mlp", activation="sigmoid", hidden=(4,)))
     with pytest.raises(ConfigError, match="cannot train with the cross-entropy loss"):
         SCENARIOS["he-train"](RunConfig(scenario="he-train", loss="cross-entropy"))

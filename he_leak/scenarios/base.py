@@ -13,6 +13,7 @@ from he_leak import defences
 from he_leak.config import RunConfig
 from he_leak.errors import ConfigError
 from he_leak.losses import LOSSES
+from he_leak.models import ModelSpec
 from he_leak.records import Observation, Reconstruction, Truth
 from he_leak.registry import Registry
 from he_leak.seeds import KeySeed
@@ -46,7 +47,7 @@ class SampleScores:
 SCENARIO_OPTIONS = {
     "encryptor": "--encryptor", "encryptor_params": "--he", "insecure": "--insecure", "clients": "--clients",
     "role": "--role", "encrypt_fraction": "--encrypt-fraction", "select": "--select",
-    "encrypt_layers": "--encrypt-layers", "train_steps": "--train-steps",
+    "encrypt_layers": "--encrypt-layers", "train_steps": "--train-steps", "flood_bits": "--flood-bits",
 }  # fmt: skip
 
 
@@ -57,6 +58,9 @@ class Scenario(ABC):
     encryptor: str | None = None
     insecure: bool | None = None
     default_loss: str = "cross-entropy"
+    default_activation: str = "sigmoid"  # the model's activation when the run names none (RunConfig.activation None)
+    # how `utility` is measured under this protection (Result.utility_measured)
+    utility_measured: str = "plaintext"
     losses: tuple[str, ...] = ("cross-entropy", "mse", "poly-sigmoid")  # the losses this scenario can train with
     options: frozenset[str] = frozenset()  # which of SCENARIO_OPTIONS this scenario uses
 
@@ -107,6 +111,11 @@ class Scenario(ABC):
         noise_seed = self.key_seed.child("client", client, "defence").entropy() % 2**63
         return defences.apply(grads, self.defences, seed=noise_seed)
 
+    def training_update(self, grads: tuple[torch.Tensor, ...], *, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+        """A mini-batch gradient of the utility training (he_leak.utility) as this protection changes it before the
+        update: the configured defences (``seed`` drives their noise)."""
+        return defences.apply(grads, self.defences, seed=seed) if self.defences else grads
+
     def training_inputs(self, images: np.ndarray) -> tuple[torch.Tensor, tuple[int, ...]]:
         """The model inputs of a whole dataset (N × input_shape, indexable by a LongTensor) and their shape, for the
         utility measurement; plaintext images by default."""
@@ -142,6 +151,14 @@ class Scenario(ABC):
     def panels(self, rec: Reconstruction, truth: Truth) -> dict[str, np.ndarray]:
         """Extra images (B×C×H×W in [0,1]) for figures, e.g. ciphertext views drawn as images."""
         return {}
+
+
+def model_spec(cfg: RunConfig, input_shape: tuple[int, ...]) -> ModelSpec:
+    """The run's model from its config (the one place a ModelSpec is made from a RunConfig): no activation named
+    means the scenario's default (square for he-train, sigmoid otherwise)."""
+    activation = cfg.activation or SCENARIOS[cfg.scenario].default_activation
+    return ModelSpec(name=cfg.model, input_shape=tuple(input_shape), classes=cfg.classes, hidden=cfg.hidden,
+                     width=cfg.width, stride=cfg.stride, activation=activation, seed=cfg.seed)  # fmt: skip
 
 
 def _users(option: str) -> list[str]:

@@ -57,6 +57,7 @@ class CkksInput(Scenario):
 
     name = "ckks-input"
     options = frozenset({"encryptor", "encryptor_params", "insecure"})
+    utility_measured = "on ciphertext views"
 
     def __init__(self, cfg, **kwargs) -> None:
         super().__init__(cfg, **kwargs)
@@ -99,7 +100,8 @@ class CkksInput(Scenario):
             public=self.enc.public(seed=PublicSeed.of(self.cfg.seed, "attacker")),  # the attacker's own randomness
             loss=self.loss,
         )
-        return obs, Truth(inputs=views, labels=labels, plaintext=images, extras={"hidden": hidden})
+        extras = {"hidden": hidden, "result": {"he_key_bytes": self.enc.public_key_bytes()}}
+        return obs, Truth(inputs=views, labels=labels, plaintext=images, extras=extras)
 
     def training_inputs(self, images: np.ndarray) -> tuple[torch.Tensor, tuple[int, ...]]:
         """Every image encrypted once under the client's key, as views (kept as byte codes when the view is

@@ -57,6 +57,7 @@ class HeAggregate(Scenario):
 
     name = "he-aggregate"
     encryptor = "ckks"
+    utility_measured = "plaintext-equivalent (trained in plaintext; encrypted sums are exact up to CKKS error)"
     options = frozenset({"encryptor_params", "clients", "role", "encrypt_fraction", "select", "encrypt_layers"})
 
     @property
@@ -100,7 +101,8 @@ class HeAggregate(Scenario):
             sent, aggregate = [], np.zeros(0)
         seconds = time.perf_counter() - start
         self.encrypted = encrypted_share(mask)
-        extras = {"result": {"he_seconds": seconds, "he_bytes": int(sum(c.nbytes for c in sent))}}
+        extras = {"result": {"he_seconds": seconds, "he_bytes": int(sum(c.nbytes for c in sent)),
+                             "he_key_bytes": self.packing.public_key_bytes()}}  # fmt: skip
         if self.cfg.role == "client":  # a key holder: the decrypted aggregate plus the aggregated clear part
             grads = unflatten(aggregate, mean, mask, encrypted=True, into=mean)
             obs = Observation(model=model, gradients=grads, input_shape=tuple(images.shape[1:]), batch=k * b,

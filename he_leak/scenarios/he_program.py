@@ -1,6 +1,7 @@
-"""The forward and backward pass of a small polynomial network as a program over abstract operations, run either
-homomorphically (encryptors.circuit's evaluator) or on numpy float64 arrays (``PlainOps``: the reference, and the
-tracer that measures the circuit's multiplicative depth before any key is made).
+"""The forward and backward pass of a small polynomial network as a program over abstract operations, run
+homomorphically (encryptors.circuit's evaluator), on numpy float64 arrays (``PlainOps``: the reference), or on
+ciphertext shapes (encryptors.circuit_cost's ``CostOps``: the circuit's depth before any key is made, and the
+operations the evaluator will perform).
 
 Model: Linear layers with a polynomial activation between them (`square`, `sigmoid3`), e.g. an MLP with one or two
 hidden layers, or logistic regression (one layer). Loss L = Φ(z) − yᵀz with link φ (he_leak.losses): mse (φ = id)
@@ -21,6 +22,7 @@ from torch import nn
 
 from he_leak.errors import ConfigError
 from he_leak.losses import SIGMOID3
+from he_leak.models import ACTIVATIONS as MODEL_ACTIVATIONS
 from he_leak.models import Sigmoid3, Square
 
 ACTIVATIONS = {Square: "square", Sigmoid3: "sigmoid3"}
@@ -32,6 +34,7 @@ class Ops(Protocol):
     """What the program needs (encryptors.circuit_eval.CkksEvaluator has exactly these)."""
 
     def matvec(self, matrix: np.ndarray, x: Any) -> Any: ...
+    def add(self, a: Any, b: Any) -> Any: ...
     def add_plain(self, a: Any, values: np.ndarray) -> Any: ...
     def sub(self, a: Any, b: Any) -> Any: ...
     def multiply(self, a: Any, b: Any) -> Any: ...
@@ -50,28 +53,36 @@ class Layer:
 
 
 def layers_of(model: nn.Module) -> list[Layer]:
-    """The model as Linear layers with polynomial activations between them, or ConfigError naming what to use."""
+    """The model as Linear layers with polynomial activations between them, or ConfigError naming the layer that
+    is not and what to use."""
     layers: list[Layer] = []
-    for module in model.modules():
+    for name, module in model.named_modules():
         if module is model or isinstance(module, nn.Sequential | nn.Flatten):
             continue
+        where = f"layer {name} ({type(module).__name__})"
         if isinstance(module, nn.Linear):
             if layers and layers[-1].act is None:
-                raise ConfigError("he-train needs an activation between two linear layers")
+                raise ConfigError(f"he-train needs an activation between two linear layers, before {where}")
             if module.bias is None:
-                raise ConfigError("he-train needs linear layers with a bias")
+                raise ConfigError(f"he-train needs linear layers with a bias; {where} has none")
             w = module.weight.detach().double().numpy()
             layers.append(Layer(w, module.bias.detach().double().numpy(), None))
         elif type(module) in ACTIVATIONS and layers and layers[-1].act is None:
             layers[-1] = Layer(layers[-1].weight, layers[-1].bias, ACTIVATIONS[type(module)])
+        elif isinstance(module, _activation_types()):
+            raise ConfigError(f"he-train evaluates polynomial activations only, not {where}: use --activation "
+                              f"{' or '.join(ACTIVATIONS.values())}")  # fmt: skip
         else:
-            raise ConfigError(
-                f"he-train evaluates linear layers and polynomial activations only, not {type(module).__name__}: "
-                "use --model mlp --activation square|sigmoid3 (one or two --hidden layers) or --model logreg"
-            )
+            raise ConfigError(f"he-train evaluates linear layers and polynomial activations only, not {where}: use "
+                              f"--model mlp (one or two --hidden layers) or --model logreg")  # fmt: skip
     if not layers or layers[-1].act is not None:
         raise ConfigError("he-train needs a model ending in a linear layer (the logits)")
     return layers
+
+
+def _activation_types() -> tuple[type, ...]:
+    """The module types of every registered activation (he_leak.models_base.ACTIVATIONS)."""
+    return tuple({type(make()) for make in MODEL_ACTIVATIONS.values()})
 
 
 def activation(ops: Ops, z: Any, act: str) -> Any:
@@ -103,50 +114,38 @@ def backprop(ops: Ops, layers: list[Layer], x: Any, y: Any, *, loss: str) -> lis
     return grads[::-1]
 
 
-@dataclass(frozen=True)
-class Traced:
-    """A float64 value and the number of rescales (multiplicative levels) it has used."""
-
-    value: np.ndarray
-    level: int
+def batch_gradient(ops: Ops, layers: list[Layer], xs: list[Any], ys: list[Any], *, loss: str) -> list[Any]:
+    """The sum over the samples (x, y) of their gradients, in parameter order (∂W_1, ∂b_1, ∂W_2, ...)."""
+    total: list[Any] = []
+    for x, y in zip(xs, ys, strict=True):
+        flat = [part for pair in backprop(ops, layers, x, y, loss=loss) for part in pair]
+        total = [ops.add(a, b) for a, b in zip(total, flat, strict=True)] if total else flat
+    return total
 
 
 class PlainOps:
-    """The program on float64 numpy arrays, counting levels the way encryptors.circuit_eval does: products and
-    plain-matrix products use one level, polynomials one or two, an outer product expands u (one level) and then
-    multiplies. ``depth`` is the deepest level reached."""
+    """The program on float64 numpy arrays: the reference the homomorphic evaluation approximates."""
 
-    def __init__(self) -> None:
-        self.depth = 0
+    def matvec(self, matrix: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return np.asarray(matrix) @ x
 
-    def leaf(self, value: np.ndarray) -> Traced:
-        """A fresh input (an encryption: level 0)."""
-        return self._at(value, 0)
+    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a + b
 
-    def _at(self, value: np.ndarray, level: int) -> Traced:
-        self.depth = max(self.depth, level)
-        return Traced(np.asarray(value, np.float64), level)
+    def add_plain(self, a: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return a + values
 
-    def matvec(self, matrix: np.ndarray, x: Traced) -> Traced:
-        return self._at(np.asarray(matrix) @ x.value, x.level + 1)
+    def sub(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a - b
 
-    def add_plain(self, a: Traced, values: np.ndarray) -> Traced:
-        return self._at(a.value + values, a.level)
+    def multiply(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a * b
 
-    def sub(self, a: Traced, b: Traced) -> Traced:
-        return self._at(a.value - b.value, max(a.level, b.level))
+    def square(self, a: np.ndarray) -> np.ndarray:
+        return a * a
 
-    def multiply(self, a: Traced, b: Traced) -> Traced:
-        return self._at(a.value * b.value, max(a.level, b.level) + 1)
+    def polyval(self, z: np.ndarray, coeffs: tuple[float, ...]) -> np.ndarray:
+        return np.polynomial.polynomial.polyval(z, [float(c) for c in coeffs])
 
-    def square(self, a: Traced) -> Traced:
-        return self.multiply(a, a)
-
-    def polyval(self, z: Traced, coeffs: tuple[float, ...]) -> Traced:
-        c = [float(v) for v in coeffs] + [0.0] * (4 - len(coeffs))
-        value = c[0] + c[1] * z.value + c[2] * z.value**2 + c[3] * z.value**3
-        linear_or_square = (not c[2] and not c[3]) or (c[2] == 1.0 and not c[1] and not c[3])
-        return self._at(value, z.level + (1 if linear_or_square else 2))
-
-    def outer(self, u: Traced, v: Traced) -> Traced:
-        return self._at(np.outer(u.value, v.value), max(u.level + 1, v.level) + 1)
+    def outer(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return np.outer(u, v)

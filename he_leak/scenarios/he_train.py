@@ -6,42 +6,46 @@ program of he_leak.scenarios.he_program with the plaintext weights (encryptors.c
 and sums the per-sample gradients; the key holder decrypts the sum, divides by B and applies the defences. The
 weights are plaintext, so that decrypted update is what the server needs to train: the attacker is whoever sees it,
 and attacks it in plaintext space (any registered attack). Parameters come from the circuit's depth: the smallest
-128-bit-secure N and chain that fit (recorded in he_params). `he_gradient_error` compares the decrypted gradient
-with torch's float64 gradient of the same model. `--train-steps N` runs N more encrypted SGD steps on the next
-batches and records the loss beside the same steps trained in plaintext (he_training).
+128-bit-secure N and chain that fit (recorded in he_params, with the evaluator's operation counts `he_ops`).
+`he_gradient_error` compares the shared gradient with torch's float64 gradient of the same model.
+
+Handing over an exact CKKS decryption to whoever holds the ciphertexts is the IND-CPA-D setting (Li & Micciancio,
+EUROCRYPT 2021): they can recover the secret key. `--flood-bits B` makes the key holder flood the decryption with
+Gaussian noise of standard deviation 2**B in the coefficient domain first (encryptors.circuit); the ciphertext
+noise it must dominate is recorded as `decryption_noise_bits`. The key-recovery attack itself is not implemented
+here. `--train-steps N` runs N more encrypted SGD steps on the run's batch and records the loss beside the same
+steps trained in plaintext (he_training).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from encryptors.circuit import CkksCircuit, plan_circuit
-from he_leak.errors import ConfigError
+from encryptors.circuit import MAX_FLOOD_BITS, CkksCircuit, plan_circuit
+from encryptors.circuit_cost import CostOps
+from he_leak.errors import ConfigError, ParameterError
 from he_leak.losses import LOSSES
 from he_leak.records import Observation, Reconstruction, Truth
 from he_leak.scenarios.base import SCENARIOS, Estimates, Scenario, shared_gradient
-from he_leak.scenarios.he_program import PlainOps, backprop, layers_of
+from he_leak.scenarios.he_program import backprop, batch_gradient, layers_of
 from he_leak.seeds import derive
 
 TRAIN_LR = 0.5  # plain SGD step of the short encrypted training loop
+PLAINTEXT_EQUIVALENT = "plaintext-equivalent (trained in plaintext; HE gives the same gradient up to CKKS error)"
 
 
 def reference_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str) -> list[torch.Tensor]:
     """torch's float64 batch-mean gradient of the same model and loss (the reference for he_gradient_error)."""
-    net = _double(model)
+    net = copy.deepcopy(model).double()
     value = LOSSES[loss](net(images.double()), labels)
     return [g.detach() for g in torch.autograd.grad(value, list(net.parameters()))]
-
-
-def _double(model: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(model).double()
 
 
 def relative_error(got: list[np.ndarray], want: list[torch.Tensor]) -> float:
@@ -53,6 +57,18 @@ def relative_error(got: list[np.ndarray], want: list[torch.Tensor]) -> float:
     return max(errors)
 
 
+@dataclass(frozen=True)
+class HeRound:
+    """One encrypted gradient: the batch mean as shared (flooded when asked) and as decrypted exactly, per
+    parameter; the ciphertext bytes sent; the evaluator's operation counts; each gradient ciphertext's level."""
+
+    shared: list[np.ndarray]
+    exact: list[np.ndarray]
+    sent: int
+    ops: dict[str, int]
+    levels: list[int]
+
+
 @SCENARIOS.register("he-train")
 class HeTrain(Scenario):
     """Encrypted forward/backward with plaintext weights; the attacker sees the decrypted update."""
@@ -60,8 +76,20 @@ class HeTrain(Scenario):
     name = "he-train"
     encryptor = "ckks"
     default_loss = "mse"
+    default_activation = "square"
     losses = ("mse", "poly-sigmoid")
-    options = frozenset({"encryptor_params", "train_steps"})
+    options = frozenset({"encryptor_params", "train_steps", "flood_bits"})
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        if cfg.flood_bits is not None and cfg.flood_bits > MAX_FLOOD_BITS:
+            raise ParameterError(f"--flood-bits {cfg.flood_bits}: at most {MAX_FLOOD_BITS} (the noise must stay far "
+                                 f"below the last prime of the chain)")  # fmt: skip
+
+    @property
+    def utility_measured(self) -> str:
+        flood = f", with the slot-domain equivalent of flooding 2^{self.cfg.flood_bits}" if self.cfg.flood_bits else ""
+        return PLAINTEXT_EQUIVALENT[:-1] + flood + ")"
 
     def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         self.insecure = False
@@ -73,12 +101,13 @@ class HeTrain(Scenario):
         layers_of(build_model(spec))
 
     def _circuit(self, model: nn.Module, sample: np.ndarray) -> tuple[CkksCircuit, int, float]:
-        """Plan the parameters from a float64 trace of the program, then make the keys (timed)."""
+        """Plan the parameters from the program's depth (traced on ciphertext shapes), then make the keys (timed)."""
         layers = layers_of(model)
         widths = [sample.size, self.cfg.classes] + [layer.weight.shape[0] for layer in layers]
         period = 1 << max(0, math.ceil(math.log2(max(widths))))
-        tracer = PlainOps()
-        backprop(tracer, layers, tracer.leaf(sample), tracer.leaf(np.eye(self.cfg.classes)[0]), loss=self.loss)
+        tracer = CostOps(slots=period)
+        backprop(tracer, layers, tracer.leaf(sample.size, period), tracer.leaf(self.cfg.classes, period),
+                 loss=self.loss)  # fmt: skip
         unknown = sorted(set(self.cfg.encryptor_params) - {"scale_bits"})
         if unknown:
             raise ConfigError(f"he-train takes --he scale_bits=<20..59> only (the rest follows from the circuit's "
@@ -92,41 +121,54 @@ class HeTrain(Scenario):
         return circuit, period, time.perf_counter() - start
 
     def encrypted_gradient(self, circuit: CkksCircuit, period: int, model: nn.Module, images: torch.Tensor,
-                           labels: torch.Tensor) -> tuple[list[np.ndarray], int]:  # fmt: skip
-        """The batch-mean gradient computed homomorphically (per parameter, float64) and the bytes sent."""
+                           labels: torch.Tensor) -> HeRound:  # fmt: skip
+        """The batch-mean gradient computed homomorphically, decrypted by the key holder (flooded with
+        --flood-bits), with the bytes sent and the evaluator's operation counts."""
         layers = layers_of(model)
         ev = circuit.evaluator(seed=derive(self.cfg.seed, "server"))
-        total, sent = None, 0
-        for x, y in zip(images, labels, strict=True):
-            cx = circuit.encrypt(x.double().flatten().numpy(), period=period)
-            cy = circuit.encrypt(np.eye(self.cfg.classes)[int(y)], period=period)
-            sent += ev.ciphertext_bytes(cx) + ev.ciphertext_bytes(cy)
-            grads = backprop(ev, layers, cx, cy, loss=self.loss)
-            flat = [part for pair in grads for part in pair]
-            total = flat if total is None else [ev.add(a, b) for a, b in zip(total, flat, strict=True)]
+        pairs = [(circuit.encrypt(x.double().flatten().numpy(), period=period),
+                  circuit.encrypt(np.eye(self.cfg.classes)[int(y)], period=period))
+                 for x, y in zip(images, labels, strict=True)]  # fmt: skip
+        sent = sum(ev.ciphertext_bytes(c) for pair in pairs for c in pair)
+        total = batch_gradient(ev, layers, [p[0] for p in pairs], [p[1] for p in pairs], loss=self.loss)
         sent += sum(ev.ciphertext_bytes(c) for c in total)
-        out = []
-        for (gw, gb), layer in zip(zip(total[::2], total[1::2], strict=True), layers, strict=True):
-            rows, cols = layer.weight.shape
-            out.append(circuit.decrypt(gw)[:rows, :cols] / len(images))
-            out.append(circuit.decrypt(gb)[:rows] / len(images))
-        return out, sent
+        shapes = [p.shape for layer in layers for p in (layer.weight, layer.bias)]
+
+        def mean(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+            return values[tuple(slice(0, n) for n in shape)] / len(images)
+
+        flood = self.cfg.flood_bits
+        shared = [mean(circuit.decrypt(c, flood_bits=flood), s) for c, s in zip(total, shapes, strict=True)]
+        exact = shared if flood is None else [mean(circuit.decrypt(c), s) for c, s in zip(total, shapes, strict=True)]
+        return HeRound(shared, exact, sent, dict(sorted(ev.ops.items())), [c.level for c in total])
 
     def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[Observation, Truth]:
         circuit, period, keygen = self._circuit(model, images[0].double().flatten().numpy())
         start = time.perf_counter()
-        grads, sent = self.encrypted_gradient(circuit, period, model, images, labels)
+        he = self.encrypted_gradient(circuit, period, model, images, labels)
         seconds = time.perf_counter() - start
         start = time.perf_counter()
         shared_gradient(model, images, labels, loss=self.loss)  # the same gradient in plaintext, for the ratio
         plain_seconds = time.perf_counter() - start
         reference = reference_gradient(model, images, labels, self.loss)
-        error = relative_error(grads, reference)
-        self.params = {**circuit.plan.describe(), "period": period, "keygen_seconds": keygen,
-                       "plaintext_gradient_seconds": plain_seconds}  # fmt: skip
+        scales = [circuit.scales[level] for level in he.levels]
+        flood = self.cfg.flood_bits
+        self.flood_std = None if flood is None else [circuit.flood_slot_std(flood, lv) for lv in he.levels]
+        self.params = {
+            **circuit.plan.describe(), "period": period, "keygen_seconds": keygen,
+            "plaintext_gradient_seconds": plain_seconds, "he_ops": he.ops, "flood_bits": flood,
+            "decryption_noise_bits": noise_bits(he.exact, reference, scales, batch=len(images),
+                                                degree=circuit.plan.poly_modulus_degree),
+            "he_gradient_error_exact": relative_error(he.exact, reference),
+            "flood_std": None if flood is None else max(self.flood_std) / len(images),
+        }  # fmt: skip
         params = list(model.parameters())
-        decrypted = tuple(torch.from_numpy(g).to(p.dtype).reshape(p.shape) for g, p in zip(grads, params, strict=True))
-        extras = {"result": {"he_seconds": seconds, "he_bytes": sent, "he_gradient_error": error}}
+        decrypted = tuple(torch.from_numpy(g).to(p.dtype).reshape(p.shape) for g, p in zip(he.shared, params,
+                                                                                            strict=True))  # fmt: skip
+        error = relative_error(he.shared, reference)
+        key_bytes = circuit.evaluator(seed=derive(self.cfg.seed, "server")).key_bytes()
+        extras = {"result": {"he_seconds": seconds, "he_bytes": he.sent, "he_gradient_error": error,
+                             "he_key_bytes": key_bytes}}  # fmt: skip
         if self.cfg.train_steps:
             extras["result"]["he_training"] = self.train(circuit, period, model, images, labels)
         obs = Observation(model=model, gradients=self.share(decrypted), input_shape=tuple(images.shape[1:]),
@@ -135,16 +177,17 @@ class HeTrain(Scenario):
 
     def train(self, circuit: CkksCircuit, period: int, model: nn.Module, images: torch.Tensor,
               labels: torch.Tensor) -> dict[str, object]:  # fmt: skip
-        """`train_steps` SGD steps on encrypted gradients beside the same steps in plaintext (float64), from the
-        run's weights, on the run's batch (the attacked round is step 0); losses before each step."""
-        he_model, plain_model = _double(model), _double(model)
+        """`train_steps` SGD steps on encrypted gradients (as shared: flooded with --flood-bits) beside the same
+        steps in plaintext (float64), from the run's weights, on the run's batch (the attacked round is step 0);
+        losses before each step."""
+        he_model, plain_model = copy.deepcopy(model).double(), copy.deepcopy(model).double()
         objective = LOSSES[self.loss]
         losses_he, losses_plain = [], []
         for _ in range(self.cfg.train_steps):
             with torch.no_grad():
                 losses_he.append(float(objective(he_model(images.double()), labels)))
                 losses_plain.append(float(objective(plain_model(images.double()), labels)))
-            grads, _ = self.encrypted_gradient(circuit, period, he_model, images, labels)
+            grads = self.encrypted_gradient(circuit, period, he_model, images, labels).shared
             reference = reference_gradient(plain_model, images, labels, self.loss)
             with torch.no_grad():
                 for p, g in zip(he_model.parameters(), grads, strict=True):
@@ -155,8 +198,28 @@ class HeTrain(Scenario):
                                                               strict=True))  # fmt: skip
         return {"lr": TRAIN_LR, "loss_he": losses_he, "loss_plain": losses_plain, "max_weight_gap": gap}
 
+    def training_update(self, grads: tuple[torch.Tensor, ...], *, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+        """With --flood-bits, the flooding's slot-domain equivalent first (iid Gaussian, per tensor the standard
+        deviation of its ciphertext's level over the batch size), then the defences, as in observe."""
+        if self.cfg.flood_bits is not None:
+            if getattr(self, "flood_std", None) is None:
+                raise ConfigError("he-train: observe() must run before the utility training (it plans the circuit)")
+            gen = torch.Generator().manual_seed(derive(seed, "flood"))
+            grads = tuple(g + torch.randn(g.shape, generator=gen, dtype=g.dtype) * (std / batch)
+                          for g, std in zip(grads, self.flood_std, strict=True))  # fmt: skip
+        return super().training_update(grads, batch=batch, seed=seed)
+
     def he_params(self) -> dict[str, object] | None:
         return getattr(self, "params", None)
 
     def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None) -> Estimates:
         return Estimates(keyless=rec.inputs.reshape(truth.plaintext.shape))
+
+
+def noise_bits(exact: list[np.ndarray], reference: list[torch.Tensor], scales: list[float], *, batch: int,
+               degree: int) -> float:  # fmt: skip
+    """log2 of the CKKS decryption noise in the coefficient domain, estimated from the exact decryption's error
+    against torch (largest over tensors of rms(error of the sum)·Δ/√(N/2): the inverse of flood_slot_std's map)."""
+    rms = [float(np.sqrt(np.mean(((e - r.numpy()) * batch) ** 2))) * s / math.sqrt(degree / 2)
+           for e, r, s in zip(exact, reference, scales, strict=True)]  # fmt: skip
+    return math.log2(max(max(rms), 1e-300))
