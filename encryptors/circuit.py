@@ -175,7 +175,7 @@ class CkksCircuit:
                                  f"(the first prime has {self.plan.coeff_mod_bit_sizes[0]} bits)")  # fmt: skip
         n, out = self.plan.poly_modulus_degree, []
         for cipher in ct.ciphertexts:
-            rng = np.random.default_rng(self._randomness.next(f"flood/{bits}".encode()))
+            rng = np.random.default_rng(self._randomness.next(f"flood/{bits}".encode()).entropy())
             std = 2.0**bits * math.sqrt(n / 2) / cipher.scale  # of each of the real and imaginary parts
             values = std * (rng.standard_normal(n // 2) + 1j * rng.standard_normal(n // 2))
             plain = sealapi.Plaintext()

@@ -80,8 +80,8 @@ class HeTrain(Scenario):
     losses = ("mse", "poly-sigmoid")
     options = frozenset({"encryptor_params", "train_steps", "flood_bits"})
 
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg, *, key_seed=None) -> None:
+        super().__init__(cfg, key_seed=key_seed)
         if cfg.flood_bits is not None and cfg.flood_bits > MAX_FLOOD_BITS:
             raise ParameterError(f"--flood-bits {cfg.flood_bits}: at most {MAX_FLOOD_BITS} (the noise must stay far "
                                  f"below the last prime of the chain)")  # fmt: skip
