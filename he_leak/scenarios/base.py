@@ -46,7 +46,8 @@ class SampleScores:
 SCENARIO_OPTIONS = {
     "encryptor": "--encryptor", "encryptor_params": "--he", "insecure": "--insecure", "clients": "--clients",
     "role": "--role", "encrypt_fraction": "--encrypt-fraction", "select": "--select",
-    "encrypt_layers": "--encrypt-layers", "train_steps": "--train-steps",
+    "encrypt_layers": "--encrypt-layers", "train_steps": "--train-steps", "sensitivity": "--sensitivity",
+    "sensitivity_samples": "--sensitivity-samples",
 }  # fmt: skip
 
 
