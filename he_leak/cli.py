@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fraction p of gradient entries each client encrypts (the rest is sent in the clear)")
     fl.add_argument("--select", default="sensitivity", choices=("sensitivity", "random", "magnitude"),
                     help="which entries the fraction encrypts (FedML-HE's sensitivity map by default)")  # fmt: skip
+    fl.add_argument("--sensitivity", default="exact", choices=("exact", "hutchinson"),
+                    help="--select sensitivity: each client's map exactly (every Jacobian column) or by Hutchinson "
+                         "probes (16 per sample)")  # fmt: skip
+    fl.add_argument("--sensitivity-samples", type=int, default=32, dest="sensitivity_samples", metavar="M",
+                    help="--select sensitivity: samples of each client's own data its map is computed on")
     fl.add_argument("--encrypt-layers", default=None, dest="encrypt_layers", metavar="REGEX",
                     help="encrypt whole parameters whose name matches REGEX (NVFlare's encrypt_layers)")
     fl.add_argument("--train-steps", type=int, default=0, dest="train_steps",

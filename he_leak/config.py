@@ -14,6 +14,7 @@ from he_leak.errors import ConfigError
 LAYOUTS = ("auto", "hw", "hwc", "chw", "nhw", "nhwc", "nchw")  # how a user's array is read (he_leak.data)
 ROLES = ("server", "client")  # he-aggregate: the aggregator without the key, or a key-holding client
 SELECTIONS = ("sensitivity", "random", "magnitude")  # he-aggregate: which parameters the fraction encrypts
+SENSITIVITIES = ("exact", "hutchinson")  # he-aggregate: how the clients compute the sensitivity map
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,9 +61,11 @@ class RunConfig:
     encrypt_fraction: float = 1.0
     select: str = "sensitivity"
     encrypt_layers: str | None = None  # regular expression on parameter names (NVFlare's encrypt_layers)
+    sensitivity: str = "exact"  # select = sensitivity: the exact map, or its Hutchinson estimate (16 probes/sample)
+    sensitivity_samples: int = 32  # select = sensitivity: each client's own samples its map is computed on
 
     def __post_init__(self) -> None:
-        for name in ("batch", "restarts", "classes", "width", "stride"):
+        for name in ("batch", "restarts", "classes", "width", "stride", "sensitivity_samples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.index < 0:
@@ -95,10 +98,14 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a fraction in [0, 1], got {value}")
         if self.prune >= 1:
             raise ConfigError(f"prune {self.prune}: pruning every entry leaves nothing to share; use a fraction < 1")
-        choices = {"layout": LAYOUTS, "role": ROLES, "select": SELECTIONS}
+        choices = {"layout": LAYOUTS, "role": ROLES, "select": SELECTIONS, "sensitivity": SENSITIVITIES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
+        if self.select != "sensitivity" or self.encrypt_layers:
+            for name in ("sensitivity", "sensitivity_samples"):
+                if getattr(self, name) != getattr(RunConfig, name):
+                    raise ConfigError(f"{name} applies to --select sensitivity without --encrypt-layers; drop it")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], *, where: str = "config") -> RunConfig:

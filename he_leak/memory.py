@@ -51,7 +51,8 @@ def activation_values(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     hooks = [m.register_forward_hook(lambda mod, i, o: total.__setitem__(0, total[0] + o.numel())) for m in leaves]
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+            first = next(model.parameters())
+            model(torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype))
     finally:
         for h in hooks:
             h.remove()

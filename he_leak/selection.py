@@ -2,28 +2,24 @@
 
 - by layer name (NVFlare's `encrypt_layers`): every entry of each parameter whose name matches a regular expression;
 - by fraction p of all entries, chosen by
-  - ``sensitivity`` (FedML-HE): the entries whose value depends most on the input, s_j = E_x ‖∂g_j/∂x‖², estimated
-    with Hutchinson probes (E_v (J v)_j² = ‖J_j‖² for v ~ N(0, I); J the Jacobian of the gradient wrt the input),
-    averaged over the clients' samples — the clients agree on one public mask;
+  - ``sensitivity`` (FedML-HE): the top-p entries of the clients' aggregated sensitivity map (he_leak.sensitivity:
+    each client computes its map on its own data before training; he-aggregate sums the maps under HE). The mask
+    is public and the same for every round and every attacked batch;
   - ``random``: a uniformly random set of entries (public, seeded);
-  - ``magnitude``: the entries of largest |mean gradient| over the clients (note: the mask itself then tells the
-    server where the large entries are).
+  - ``magnitude``: the entries of largest |mean gradient| over the clients, per round (note: the mask itself then
+    tells the server where the large entries are).
 Ties are broken by position; exactly round(p · total) entries are encrypted.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp
 
 from he_leak.errors import ConfigError
-from he_leak.losses import LOSSES
-
-PROBES = 16  # Hutchinson probes per sample for the sensitivity map
 
 Mask = tuple[torch.Tensor, ...]
 
@@ -52,30 +48,11 @@ def top_fraction(scores: Sequence[torch.Tensor], fraction: float) -> Mask:
                                                            strict=True))  # fmt: skip
 
 
-def sensitivity(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, loss: str, seed: int,
-                probes: int = PROBES) -> tuple[torch.Tensor, ...]:  # fmt: skip
-    """Per gradient entry, mean over samples of ‖∂g/∂x‖² (one sample's gradient g), by Hutchinson probes."""
-    params = {n: p.detach() for n, p in model.named_parameters()}
-    objective = LOSSES[loss]
-    gen = torch.Generator().manual_seed(seed)
-
-    def gradient(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        g = grad(lambda p: objective(functional_call(model, p, (x[None],)), y[None]))(params)
-        return tuple(g[n] for n in params)
-
-    total = [torch.zeros_like(p) for p in params.values()]
-    for x, y in zip(inputs, labels, strict=True):
-        for _ in range(probes):
-            v = torch.randn(x.shape, generator=gen, dtype=x.dtype)
-            _, jv = jvp(lambda z, y=y: gradient(z, y), (x,), (v,))
-            for t, j in zip(total, jv, strict=True):
-                t += j.detach() ** 2
-    return tuple(t / (probes * len(inputs)) for t in total)
-
-
-def select(model: nn.Module, *, fraction: float, how: str, layers: str | None, inputs: torch.Tensor,
-           labels: torch.Tensor, mean_gradient: Sequence[torch.Tensor], loss: str, seed: int) -> Mask:  # fmt: skip
-    """The public encryption mask (True = encrypted) for a run's settings (see the module docstring)."""
+def select(model: nn.Module, *, fraction: float, how: str, layers: str | None,
+           sensitivity: Callable[[], Sequence[torch.Tensor]], mean_gradient: Sequence[torch.Tensor],
+           seed: int) -> Mask:  # fmt: skip
+    """The public encryption mask (True = encrypted) for a run's settings (see the module docstring).
+    `sensitivity` is called only when the sensitivity map is needed (0 < p < 1, no layer regex)."""
     if layers:
         return by_layers(model, layers)
     shapes = [p.shape for p in model.parameters()]
@@ -84,7 +61,7 @@ def select(model: nn.Module, *, fraction: float, how: str, layers: str | None, i
     if fraction <= 0.0:
         return tuple(torch.zeros(s, dtype=torch.bool) for s in shapes)
     if how == "sensitivity":
-        return top_fraction(sensitivity(model, inputs, labels, loss=loss, seed=seed), fraction)
+        return top_fraction(sensitivity(), fraction)
     if how == "magnitude":
         return top_fraction([g.abs() for g in mean_gradient], fraction)
     if how == "random":

@@ -1,6 +1,7 @@
 """One suite for every registered attack: each recovers a small input of known truth on a model it supports,
 never sees the truth, and reports divergence as a failed run."""
 
+import dataclasses
 import pickle
 
 import pytest
@@ -74,3 +75,31 @@ def test_run_one_records_failures(monkeypatch):
 def test_unknown_attack_lists_known():
     with pytest.raises(ConfigError, match="known: .*dlg.*idlg.*ig"):
         make_attack("zzz", AttackOptions())
+
+
+# attack -> iterations for the mask test (enough to move the reconstruction; equality is what is checked)
+MASKED = {"dlg": 3, "idlg": 3, "ig": 20, "analytic": None}
+
+
+@pytest.mark.parametrize("name", sorted(MASKED))
+def test_hidden_entries_do_not_influence_the_reconstruction(name):
+    """Selective encryption: the server sees a gradient whose encrypted entries it cannot read. Whatever those
+    entries hold (zeros, 1e3, noise), the reconstruction is bit-identical; changing the visible entries changes it
+    (the attack does read the gradient)."""
+    _, obs, _ = prepare(RunConfig(attack=name, model="mlp", hidden=(16,), data="digits", index=4))
+    gen = torch.Generator().manual_seed(0)
+    mask = [torch.rand(g.shape, generator=gen) > share for g, share in zip(obs.gradients, (0.5, 0.25, 0.3, 0.0),
+                                                                           strict=True)]  # fmt: skip
+    fills = (lambda g: torch.zeros_like(g), lambda g: torch.full_like(g, 1e3),
+             lambda g: torch.randn(g.shape, generator=gen).to(g.dtype))  # fmt: skip
+    recs = []
+    for fill in fills:
+        grads = tuple(torch.where(m, g, fill(g)) for g, m in zip(obs.gradients, mask, strict=True))
+        seen = dataclasses.replace(obs, gradients=grads, mask=tuple(mask))
+        recs.append(make_attack(name, AttackOptions(iterations=MASKED[name], seed=3)).reconstruct(seen))
+    assert all(torch.equal(r.inputs, recs[0].inputs) for r in recs[1:])
+    nudged = tuple(g + torch.where(m, 1e-2 * torch.randn(g.shape, generator=gen).to(g.dtype), 0.0)
+                   for g, m in zip(seen.gradients, mask, strict=True))  # fmt: skip
+    other = dataclasses.replace(seen, gradients=nudged)
+    moved = make_attack(name, AttackOptions(iterations=MASKED[name], seed=3)).reconstruct(other)
+    assert not torch.equal(moved.inputs, recs[0].inputs)

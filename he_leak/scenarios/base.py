@@ -48,6 +48,7 @@ SCENARIO_OPTIONS = {
     "encryptor": "--encryptor", "encryptor_params": "--he", "insecure": "--insecure", "clients": "--clients",
     "role": "--role", "encrypt_fraction": "--encrypt-fraction", "select": "--select",
     "encrypt_layers": "--encrypt-layers", "train_steps": "--train-steps", "flood_bits": "--flood-bits",
+    "sensitivity": "--sensitivity", "sensitivity_samples": "--sensitivity-samples",
 }  # fmt: skip
 
 

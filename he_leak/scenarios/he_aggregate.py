@@ -25,11 +25,19 @@ import torch
 from torch import nn
 
 from encryptors.packing import GradientPacker, PackingParams
+from he_leak.data import Dataset, load_dataset
 from he_leak.errors import ConfigError
+from he_leak.models import shape_model
 from he_leak.records import Observation, Reconstruction, Truth
 from he_leak.scenarios.base import SCENARIOS, Estimates, Scenario, shared_gradient
 from he_leak.seeds import derive
 from he_leak.selection import select
+from he_leak.sensitivity import check_exact, client_map, client_samples
+
+# the aggregated sensitivity map is encrypted scaled so that its largest entry is at most 2^MAP_MAX_BITS: CKKS at
+# scale 2^40 then holds it in 80 of the fresh ciphertext's 100 data bits, and its ~1e-8 absolute noise is ~1e-20
+# of the largest entry (unscaled, entries below ~1e-8 — half of LeNet's — would be ranked by noise)
+MAP_MAX_BITS = 40
 
 
 def flatten(grads: tuple[torch.Tensor, ...], mask: tuple[torch.Tensor, ...], *, encrypted: bool) -> np.ndarray:
@@ -58,7 +66,8 @@ class HeAggregate(Scenario):
     name = "he-aggregate"
     encryptor = "ckks"
     utility_measured = "plaintext-equivalent (trained in plaintext; encrypted sums are exact up to CKKS error)"
-    options = frozenset({"encryptor_params", "clients", "role", "encrypt_fraction", "select", "encrypt_layers"})
+    options = frozenset({"encryptor_params", "clients", "role", "encrypt_fraction", "select", "encrypt_layers",
+                         "sensitivity", "sensitivity_samples"})  # fmt: skip
 
     @property
     def samples(self) -> int:
@@ -80,8 +89,19 @@ class HeAggregate(Scenario):
         self.insecure = False
         return tuple(image_shape)
 
+    @property
+    def uses_sensitivity(self) -> bool:
+        """Whether the mask comes from the sensitivity map (a fraction strictly between 0 and 1, no layer regex)."""
+        cfg = self.cfg
+        return cfg.select == "sensitivity" and not cfg.encrypt_layers and 0 < cfg.encrypt_fraction < 1
+
+    def check(self, spec) -> None:
+        if self.uses_sensitivity and self.cfg.sensitivity == "exact":
+            check_exact(shape_model(spec), spec.input_shape, self.cfg.sensitivity_samples * self.cfg.clients)
+
     def he_params(self) -> dict[str, object] | None:
-        return {**self.packing.describe(), "encrypted_fraction": getattr(self, "encrypted", None)}
+        return {**self.packing.describe(), "encrypted_fraction": getattr(self, "encrypted", None),
+                **getattr(self, "map_info", {})}
 
     def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[Observation, Truth]:
         k, b = self.cfg.clients, self.cfg.batch
@@ -90,7 +110,7 @@ class HeAggregate(Scenario):
         mean = tuple(torch.stack(gs).mean(0) for gs in zip(*per_client, strict=True))
         mask = select(
             model, fraction=self.cfg.encrypt_fraction, how=self.cfg.select, layers=self.cfg.encrypt_layers,
-            inputs=images, labels=labels, mean_gradient=mean, loss=self.loss, seed=derive(self.cfg.seed, "mask"),
+            sensitivity=lambda: self.sensitivity_map(model), mean_gradient=mean, seed=derive(self.cfg.seed, "mask"),
         )  # fmt: skip
         start = time.perf_counter()
         hidden = [flatten(g, mask, encrypted=True) for g in per_client]
@@ -113,6 +133,42 @@ class HeAggregate(Scenario):
         obs = Observation(model=model, gradients=clear, input_shape=tuple(images.shape[1:]), batch=b,
                           classes=self.cfg.classes, loss=self.loss, mask=visible)  # fmt: skip
         return obs, Truth(inputs=images[:b], labels=labels[:b], plaintext=images[:b], extras=extras)
+
+    def client_data(self) -> tuple[Dataset, list[np.ndarray]]:
+        """The dataset and each client's own samples (indices) for its sensitivity map: `sensitivity_samples` per
+        client, drawn from the whole dataset by the client's seeded generator, independent of the attacked index."""
+        cfg = self.cfg
+        ds = load_dataset(cfg.data, layout=cfg.layout, normalize=cfg.normalize)
+        draws = client_samples(len(ds), clients=cfg.clients, samples=cfg.sensitivity_samples,
+                               seed=derive(cfg.seed, "client", "data"))  # fmt: skip
+        return ds, draws
+
+    def sensitivity_map(self, model: nn.Module) -> tuple[torch.Tensor, ...]:
+        """FedML-HE's aggregated map: each client computes its map on its own data with the global model before
+        training (he_leak.sensitivity, cached per process), encrypts it with the packed CKKS of the gradients; the
+        server adds the ciphertexts; a key holder decrypts the sum, whose top-p entries become the public mask."""
+        ds, draws = self.client_data()
+        if self.cfg.sensitivity == "exact":
+            check_exact(model, ds.shape, sum(len(d) for d in draws))
+        maps = [client_map(model, torch.from_numpy(ds.images[idx]), torch.from_numpy(ds.labels[idx]), loss=self.loss,
+                           method=self.cfg.sensitivity, seed=derive(self.cfg.seed, "client", k, "probes"))
+                for k, idx in enumerate(draws)]  # fmt: skip
+        flat = [torch.cat([t.flatten() for t in m]).numpy() for m in maps]
+        # the entries span many decades (LeNet: 1e-28 … 0.6) and CKKS adds ~1e-8 absolute noise, so every client
+        # scales by one power of two that lifts the largest possible sum to 2^MAP_MAX_BITS: the clients share the
+        # binary exponent of their map's maximum (one integer each); a power of two leaves every mantissa intact
+        top = max(math.frexp(float(v.max()))[1] for v in flat)
+        shift = MAP_MAX_BITS - top - math.ceil(math.log2(len(flat)))
+        sent = [self.packing.encrypt(np.ldexp(v, shift)) for v in flat]
+        total = torch.from_numpy(np.ldexp(self.packing.decrypt(self.packing.server().sum(sent)), -shift))
+        attacked = ds.indices(self.cfg.index, self.samples)[: self.cfg.batch]
+        self.map_info = {
+            "sensitivity": self.cfg.sensitivity, "samples_per_client": len(draws[0]), "clients": len(draws),
+            "attacked_in_own_data": int(np.isin(attacked, draws[0]).sum()),
+            "map_he_bytes": int(sum(c.nbytes for c in sent)), "map_scale_bits": shift,
+        }  # fmt: skip
+        return tuple(part.reshape(p.shape) for part, p in zip(total.split([p.numel() for p in model.parameters()]),
+                                                              model.parameters(), strict=True))  # fmt: skip
 
     def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None) -> Estimates:
         return Estimates(keyless=rec.inputs.reshape(truth.plaintext.shape))
