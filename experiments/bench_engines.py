@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from he_leak.engines import Finished, Work, make_engine  # noqa: E402
-from he_leak.spec import load_experiment  # noqa: E402
+from he_leak.sweep.experiment import load_experiment  # noqa: E402
 
 TIMING_KEYS = ("seconds", "he_seconds")
 

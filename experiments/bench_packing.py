@@ -14,8 +14,8 @@ import numpy as np
 
 from encryptors import tenseal_reference as ref
 from encryptors.packing import GradientPacker
+from he_leak.bench.timing import median_seconds
 from he_leak.seeds import KeySeed
-from he_leak.timing import median_seconds
 
 BENCH_KEY = KeySeed.from_hex("be" * 32)  # a fixed test secret: the same keys every run (timings only)
 

@@ -11,13 +11,13 @@ One iteration is one evaluation of an attack's objective and its gradient wrt th
 * ``dlg``   — DLG's gradient-matching loss Σ‖∇θL(f(x), softmax(ŷ)) − t‖² and its gradient wrt x and the soft labels ŷ
               (a forward pass, a backward pass with create_graph, then a double backward), in float32;
 * ``dlg64`` — the same in float64 (DLG escalates to float64 once float32 stalls, so both phases are timed);
-* ``ig``    — Inverting Gradients' 1 − cosine + TV objective through he_leak.attacks.functional (torch.func grad;
+* ``ig``    — Inverting Gradients' 1 − cosine + TV objective through he_leak.attacks.optim.functional (torch.func grad;
               vmap over the restarts when --restarts > 1), in float32.
 
 Each method runs in a fresh subprocess so that peaks do not mix: the peak is the process's resident high-water mark
 (VmHWM from /proc/self/status, which unlike ru_maxrss is not inherited from the parent across fork + exec; ru_maxrss
 where /proc is missing), or torch.cuda.max_memory_allocated on CUDA. The subprocess also prints the memory guard's
-estimate for the same run (he_leak.memory.estimate), so the two can be compared. Times are medians over
+estimate for the same run (he_leak.models.memory.estimate), so the two can be compared. Times are medians over
 --iterations evaluations after --warmup ones, pooled over --rounds round-robin processes; on a shared machine the best
 round's median is the figure least disturbed by other jobs (medians, never means).
 """
@@ -53,13 +53,12 @@ def measure(args: argparse.Namespace) -> dict:
     """One method in this process: build the model, observe one gradient, time the objective, read the peak."""
     import torch
 
-    from he_leak import memory
-    from he_leak.attacks.functional import GradientModel, batched_value_and_grad, total_variation
     from he_leak.attacks.labels import recover_labels
+    from he_leak.attacks.optim.functional import GradientModel, batched_value_and_grad, total_variation
     from he_leak.config import RunConfig
     from he_leak.data import load_dataset
-    from he_leak.losses import LOSSES
-    from he_leak.models import ModelSpec, build_model, shape_model
+    from he_leak.models import ModelSpec, build_model, memory, shape_model
+    from he_leak.models.losses import LOSSES
     from he_leak.runner import resolve_device
     from he_leak.scenarios.base import SCENARIOS
 

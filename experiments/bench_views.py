@@ -10,8 +10,8 @@ import argparse
 import numpy as np
 
 from encryptors import make_encryptor
+from he_leak.bench.timing import median_seconds
 from he_leak.seeds import KeySeed
-from he_leak.timing import median_seconds
 
 BENCH_KEY = KeySeed.from_hex("be" * 32)  # a fixed test secret: the same keys every run (timings only)
 

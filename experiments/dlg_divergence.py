@@ -16,7 +16,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from he_leak.bench_methods import make_problem, psnr
+from he_leak.bench.methods import make_problem, psnr
 from he_leak.data import load_dataset
 
 

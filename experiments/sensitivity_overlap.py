@@ -24,7 +24,7 @@ from he_leak.config import RunConfig
 from he_leak.data import load_dataset
 from he_leak.models import ModelSpec, build_model
 from he_leak.scenarios.base import SCENARIOS
-from he_leak.sensitivity import PROBES, client_map, exact, hutchinson, overlap
+from he_leak.scenarios.sensitivity import PROBES, client_map, exact, hutchinson, overlap
 
 CASES = {
     "MLP (32 sigmoid units) / digits": dict(model="mlp", hidden=(32,), data="digits", classes=10),

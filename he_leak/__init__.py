@@ -20,7 +20,7 @@ _PUBLIC = {
     "Result": "he_leak.records",
     "run_one": "he_leak.runner",
     "run_outcome": "he_leak.runner",
-    "run_experiment": "he_leak.sweep",
+    "run_experiment": "he_leak.sweep.driver",
 }
 __all__ = ["RunConfig", "Result", "__version__", "run_experiment", "run_one", "run_outcome"]
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from he_leak.config import RunConfig
     from he_leak.records import Result
     from he_leak.runner import run_one, run_outcome
-    from he_leak.sweep import run_experiment
+    from he_leak.sweep.driver import run_experiment
 
 
 def __getattr__(name: str) -> Any:

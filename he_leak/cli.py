@@ -229,7 +229,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         outcome = run_outcome(cfg, progress=progress, key_seed=key_seed)
     row = outcome.result.to_dict()
     if args.out is not None:
-        from he_leak.figures import save_run_figure
+        from he_leak.report.figures import save_run_figure
 
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "result.json").write_text(json.dumps(row, indent=2) + "\n")
@@ -237,14 +237,14 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(row))
     else:
-        from he_leak.report import format_result
+        from he_leak.report.markdown import format_result
 
         print(format_result(row))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from he_leak.sweep import run_experiment
+    from he_leak.sweep.driver import run_experiment
 
     report = run_experiment(
         args.experiment, args.out, check=args.check, engine=args.engine, workers=args.workers, address=args.address,
@@ -260,15 +260,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from he_leak.status import folder_status, format_status
+    from he_leak.sweep.status import folder_status, format_status
 
     print(format_status(folder_status(args.out)))
     return 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from he_leak.protection import markdown
-    from he_leak.store import RESULTS_FILE, latest_by_config, read_results
+    from he_leak.report.protection import markdown
+    from he_leak.sweep.store import RESULTS_FILE, latest_by_config, read_results
 
     path = args.results / RESULTS_FILE if args.results.is_dir() else args.results
     if not path.is_file():
@@ -281,9 +281,9 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from he_leak.audit import audit, format_audit
     from he_leak.config import RunConfig
     from he_leak.data import load_dataset
+    from he_leak.models.audit import audit, format_audit
     from he_leak.scenarios import model_spec
 
     shape = load_dataset(args.data, layout=args.layout, normalize=args.normalize).shape
@@ -296,7 +296,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from he_leak.bench import main as bench_main
+    from he_leak.bench.run import main as bench_main
 
     argv = ["--pairs", str(args.pairs), "--steps", str(args.steps), "--device", args.device, "--methods", args.methods]
     argv += ["--batched", str(args.batched), "--rounds", str(args.rounds), "--batched-method", args.batched_method]
@@ -330,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HeLeakError as e:
         print(f"he-leak: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt as e:  # a sweep says how far it got (he_leak.sweep.SweepInterrupted)
+    except KeyboardInterrupt as e:  # a sweep says how far it got (he_leak.sweep.driver.SweepInterrupted)
         print(f"he-leak: {str(e) or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
 

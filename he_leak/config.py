@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from he_leak.errors import ConfigError
 
@@ -173,3 +180,37 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a string, got {value!r}")
         return value
     return value
+
+
+# -------------------------------------------------------------------------------------------------------- run ids
+def jsonable(value: Any) -> Any:
+    """JSON-safe: numpy scalars/arrays to Python, tuples to lists, non-finite floats to None, paths to strings."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@functools.cache
+def _default_key() -> dict[str, Any]:
+    return RunConfig().key()
+
+
+def config_id(key: Mapping[str, Any]) -> str:
+    """Canonical JSON of a config key: two runs are the same run iff these strings are equal. Fields a row's config
+    lacks (written before the field existed) take today's default, so older rows still match their runs."""
+    return json.dumps(jsonable({**_default_key(), **key}), sort_keys=True, separators=(",", ":"))
+
+
+def run_hash(key: Mapping[str, Any]) -> str:
+    """Short stable hash of a config key: the run's panel file is runs/<hash>.npz."""
+    return hashlib.sha256(config_id(key).encode()).hexdigest()[:16]

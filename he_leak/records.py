@@ -1,15 +1,22 @@
 """The records that flow one way through a run: Observation (what the attacker sees), Truth (kept aside),
-Reconstruction (what the attack returns) and Result (one row of the contract in DESIGN.md)."""
+Reconstruction (what the attack returns), Result (one row of the contract in docs/design.md, with the library
+versions it was computed with) and Record (a finished run as a worker hands it to the sweep's driver)."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.metadata
 import math
+import platform
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+from he_leak import __version__
 
 RESULT_KEYS = (
     "scenario", "encryptor", "model", "attack", "data", "index", "seed", "batch", "device", "seconds", "iterations",
@@ -32,7 +39,7 @@ class Observation:
     bounds: tuple[float, float] = (0.0, 1.0)
     quantum: float | None = None  # inputs are known multiples of this (1/255 for the bytes view)
     public: Any = None  # a public encryption handle (no secret key), when the scenario has one
-    loss: str = "cross-entropy"  # the training loss whose gradient was shared (he_leak.losses)
+    loss: str = "cross-entropy"  # the training loss whose gradient was shared (he_leak.models.losses)
     # which gradient entries the attacker sees (True) — None: all of them; hidden entries are zero in `gradients`
     mask: tuple[torch.Tensor, ...] | None = None
 
@@ -99,7 +106,7 @@ class Result:
     error: str | None = None
     recovered: int | None = None  # samples recovered (per-sample rule of the scenario), of `batch`
     keyless_recovered: int | None = None  # samples whose keyless estimate reaches success_psnr (its own count)
-    sample_psnrs: dict[str, list[float | None]] | None = None  # per sample: PSNR of each estimate (he_leak.stats)
+    sample_psnrs: dict[str, list[float | None]] | None = None  # per sample: PSNR of each estimate (report.stats)
     visible_fraction: float | None = None  # share of the gradient entries the attacker sees in the clear
     mean_psnr: float | None = None  # PSNR of guessing the dataset-mean image (the label-blind floor)
     prior_psnr: float | None = None  # PSNR of the best prior from what the gradient reveals (class mean of the label)
@@ -114,7 +121,7 @@ class Result:
     he_gradient_error: float | None = None  # he-train: max relative error of the decrypted HE gradient vs torch's
     he_training: dict[str, Any] | None = None  # he-train --train-steps: losses of encrypted vs plaintext SGD
     insecure: bool | None = None  # the HE parameters lie beyond the 128-bit table (measured, not the flag)
-    security_index: float | None = None  # he_leak.audit's index of the run's model and batch (0 leaky, -1 secure)
+    security_index: float | None = None  # models.audit's index of the run's model and batch (0 leaky, -1 secure)
     restarts: int = 1
     defences: dict[str, float] | None = None  # the gradient defences applied (clip, prune, noise) and their values
     he_params: dict[str, Any] | None = None  # the HE parameters actually used (N, modulus chain, scale, ...)
@@ -126,3 +133,36 @@ class Result:
         """JSON-ready: non-finite floats become None so that every line is valid JSON."""
         out = dataclasses.asdict(self)
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class Record:
+    """A finished run: its Result row (JSON-ready, with the run's config) and its images, and the wall time the
+    worker spent on it (for chunk sizing and rates; the row's own `seconds` is the attack's time)."""
+
+    row: dict[str, Any]
+    panels: dict[str, np.ndarray]
+    wall: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        """Ended with an error (a numerical failure, an input problem or a dead worker) rather than a result."""
+        return bool(self.row.get("error")) and not self.row.get("success")
+
+
+def versions() -> dict[str, str]:
+    """he-leak, python, numpy, torch and tenseal versions (tenseal read from its package metadata, not imported;
+    "absent" when it is not installed). The he-leak version is the running package's, not pip's record."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
+    try:
+        tenseal = importlib.metadata.version("tenseal")
+    except importlib.metadata.PackageNotFoundError:
+        tenseal = "absent"
+    return (
+        ("he-leak", __version__), ("python", platform.python_version()), ("numpy", np.__version__),
+        ("torch", torch.__version__), ("tenseal", tenseal),
+    )  # fmt: skip

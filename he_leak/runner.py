@@ -11,20 +11,18 @@ import numpy as np
 import torch
 
 from he_leak import attacks as _attacks  # noqa: F401  (registers the attacks)
-from he_leak import memory
 from he_leak import scenarios as _scenarios  # noqa: F401  (registers the scenarios)
 from he_leak.attacks.base import Attack, AttackOptions, Progress, make_attack
 from he_leak.config import RunConfig
 from he_leak.data import check_labels, load_dataset
 from he_leak.errors import AttackFailed, ConfigError, HeLeakError
-from he_leak.metrics import psnr
-from he_leak.models import ModelSpec, build_model, shape_model
-from he_leak.prior import Prior
-from he_leak.records import Observation, Reconstruction, Result, Truth
+from he_leak.models import ModelSpec, build_model, memory, shape_model
+from he_leak.records import Observation, Reconstruction, Result, Truth, versions
 from he_leak.scenarios.base import SCENARIOS, Scenario, model_spec
-from he_leak.scoring import Outcome, prior_only, score
+from he_leak.scoring.metrics import psnr
+from he_leak.scoring.prior import Prior
+from he_leak.scoring.score import Outcome, prior_only, score
 from he_leak.seeds import KeySeed, derive
-from he_leak.versions import versions
 
 # What a numerically failed attack raises: recorded as a failed row, never dropped (config errors propagate).
 RUN_FAILURES = (AttackFailed, RuntimeError, FloatingPointError, np.linalg.LinAlgError, ArithmeticError)
@@ -69,7 +67,7 @@ def prepare(cfg: RunConfig, *, key_seed: KeySeed | None = None) -> tuple[Scenari
 def security_index(spec: ModelSpec, batch: int) -> float | None:
     """The audit's security index of this model and batch (cached per spec: a model build and a few small ranks);
     None when the audit cannot analyse the model."""
-    from he_leak.audit import audit
+    from he_leak.models.audit import audit
 
     try:
         return float(audit(spec, batch=batch).security_index) + 0.0  # no -0.0
@@ -114,7 +112,7 @@ def _finish(
     else:
         outcome = score(scenario, obs, truth, rec, dataclasses.replace(base, seconds=seconds))
     if cfg.utility:  # what the protection costs does not depend on whether this attack ran
-        from he_leak.utility import utility
+        from he_leak.scoring.utility_accuracy import utility
 
         acc, plain = utility(cfg, scenario, truth.extras["dataset"])
         outcome = dataclasses.replace(
@@ -139,7 +137,7 @@ def run_outcome(cfg: RunConfig, *, progress: Progress | None = None, key_seed: K
 
 
 def run_outcomes(cfgs: Sequence[RunConfig], *, key_seeds: Sequence[KeySeed | None] | None = None) -> list[Outcome]:
-    """Runs that differ only in index and seed and whose attack is `batchable` (he_leak.work.group_runs): their
+    """Runs that differ only in index and seed and whose attack is `batchable` (he_leak.sweep.worker.group_runs): their
     observations go through one `reconstruct_many` (one batched objective); the same outcomes as `run_outcome` one
     by one (`key_seeds`: one per run, None: fresh), except `seconds`, the group's attack time shared equally."""
     keys = [None] * len(cfgs) if key_seeds is None else list(key_seeds)

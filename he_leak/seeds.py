@@ -8,9 +8,9 @@
   encryptions of zero), derived from the run's seed. A type of its own, so it never stands in for a key seed.
 - ``KeySeed``: 256 bits of secret entropy held by the key holder alone: OS randomness (``KeySeed.fresh()``), or a
   secret the user keeps for replay (``KeySeed.from_hex``, at least 128 bits; a sweep keeps one in its results folder,
-  he_leak.store). Every key and every encryption of the key holder draws from a child of it (HMAC-SHA256), and SEAL's
-  PRNG gets a full-width seed (8 × 64 bits, HMAC-SHA512). No function maps an int to a KeySeed, and key generation
-  (encryptors) refuses anything that is not one — the run's seed cannot lead to a key.
+  he_leak.sweep.store). Every key and every encryption of the key holder draws from a child of it (HMAC-SHA256), and
+  SEAL's PRNG gets a full-width seed (8 × 64 bits, HMAC-SHA512). No function maps an int to a KeySeed, and key
+  generation (encryptors) refuses anything that is not one — the run's seed cannot lead to a key.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def without_timings(row: dict) -> dict:
 
 def rows_by_config(out: Path) -> dict[str, dict]:
     """A results folder's rows keyed by config, timings dropped, refusing duplicates (a run recorded twice)."""
-    from he_leak.store import RESULTS_FILE, read_results
+    from he_leak.sweep.store import RESULTS_FILE, read_results
 
     rows: dict[str, dict] = {}
     for row in read_results(out / RESULTS_FILE):

@@ -13,8 +13,8 @@ from he_leak.attacks.analytic import MATCH_TOL, Analytic
 from he_leak.attacks.base import AttackOptions
 from he_leak.data import load_dataset
 from he_leak.errors import AttackFailed
-from he_leak.losses import LOSSES
 from he_leak.models import ModelSpec, build_model
+from he_leak.models.losses import LOSSES
 from he_leak.records import Observation
 from he_leak.scenarios.base import shared_gradient
 

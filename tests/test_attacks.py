@@ -10,9 +10,9 @@ import torch
 from he_leak.attacks import ATTACKS, AttackOptions, make_attack
 from he_leak.config import RunConfig
 from he_leak.errors import AttackFailed, ConfigError
-from he_leak.metrics import match, psnr
 from he_leak.records import Observation
 from he_leak.runner import prepare, run_one
+from he_leak.scoring.metrics import match, psnr
 
 # attack -> (RunConfig fields of a case it must solve, minimum PSNR in dB of the recovered input vs the truth)
 CASES = {

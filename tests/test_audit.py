@@ -7,10 +7,10 @@ import torch
 
 from he_leak.attacks.base import AttackOptions
 from he_leak.attacks.layerwise import Layerwise
-from he_leak.audit import audit, format_audit, known_preactivations, linear_rank, qian_fc
 from he_leak.data import load_dataset
 from he_leak.errors import ConfigError
 from he_leak.models import ModelSpec, Sigmoid3, Square, build_model
+from he_leak.models.audit import audit, format_audit, known_preactivations, linear_rank, qian_fc
 from he_leak.records import Observation
 from he_leak.scenarios.base import shared_gradient
 

@@ -11,8 +11,8 @@ import torch
 from torch.nn import functional as F
 
 from he_leak.attacks.labels import recover_labels
-from he_leak.attacks.lbfgs_match import dlg_lbfgs
-from he_leak.bench import BenchReport, bench, main, psnr
+from he_leak.attacks.optim.lbfgs_match import dlg_lbfgs
+from he_leak.bench.run import BenchReport, bench, main, psnr
 from he_leak.data import load_dataset
 from he_leak.errors import AttackFailed, ConfigError
 from he_leak.models import ModelSpec, build_model
@@ -104,7 +104,7 @@ def test_bench_batched_each_method(method: str, tol: float, monkeypatch) -> None
     """`--batched-method`: the attack's reconstruct_many against reconstruct one by one, scored and timed; the final
     inputs agree (float32 first: 2 steps of dlg/idlg, within 1e-2; 5 iterations of ig, exactly as measured)."""
     from he_leak.attacks.ig import InvertingGradients
-    from he_leak.bench import bench_batched
+    from he_leak.bench.run import bench_batched
 
     monkeypatch.setattr(InvertingGradients, "default_iterations", 5)
     b = bench_batched(jobs=2, steps=2, classes=10, data="digits", device=torch.device("cpu"), x_tol=2e-4,

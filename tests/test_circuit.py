@@ -17,7 +17,7 @@ from encryptors.seal_backend import decrypt_values
 from encryptors.seal_keys import generate_kswitch, split_kswitch
 from encryptors.security import SECURE_MAX_BITS
 from he_leak.errors import ConfigError, ParameterError
-from he_leak.losses import SIGMOID3
+from he_leak.models.losses import SIGMOID3
 from he_leak.seeds import KeySeed
 
 #: max |HE − numpy| of one or two operations at scale 2**40, N=8192, per unit of max(1, max |numpy|) (products carry

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from he_leak import defences
 from he_leak.config import RunConfig
 from he_leak.runner import prepare, run_one
+from he_leak.scenarios import defences
 
 NOISE_STD_RTOL = 0.05  # 60k Gaussian draws: the sample standard deviation is within ~0.3% of sigma
 

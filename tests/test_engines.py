@@ -20,9 +20,9 @@ from he_leak.engines import ENGINES, Work, make_engine
 from he_leak.engines.base import CHUNK_SECONDS, MAX_CHUNK
 from he_leak.engines.pool import WorkerError
 from he_leak.errors import ConfigError
-from he_leak.store import RESULTS_FILE, read_results
-from he_leak.sweep import run_experiment
-from he_leak.work import Record
+from he_leak.records import Record
+from he_leak.sweep.driver import run_experiment
+from he_leak.sweep.store import RESULTS_FILE, read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from he_leak.config import RunConfig
-from he_leak.expectations import Expectation
+from he_leak.report.expectations import Expectation
+from he_leak.report.stats import recovery_interval
 from he_leak.runner import run_one
-from he_leak.stats import recovery_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from he_leak.attacks.functional import GradientModel, batched_value_and_grad
+from he_leak.attacks.optim.functional import GradientModel, batched_value_and_grad
 from he_leak.models import ModelSpec, build_model
 from he_leak.records import Observation
 from he_leak.scenarios.base import shared_gradient

@@ -159,7 +159,8 @@ def test_utility_says_how_it_was_measured(monkeypatch):
     assert labels["plain"] == "plaintext" and labels["ckks-input"] == "on ciphertext views"
     assert labels["he-train"].startswith("plaintext-equivalent") and labels["he-aggregate"].startswith(
         "plaintext-equivalent")  # fmt: skip
-    monkeypatch.setattr("he_leak.utility.utility", lambda cfg, scenario, ds: (0.5, 0.75))  # the wiring, not training
+    monkeypatch.setattr("he_leak.scoring.utility_accuracy.utility",
+                        lambda cfg, scenario, ds: (0.5, 0.75))  # the wiring, not training
     cfg = RunConfig(scenario="plain", model="mlp", hidden=(4,), attack="analytic")
     result = run_one(cfg.replace(utility=True))
     assert (result.utility, result.utility_plain, result.utility_measured) == (0.5, 0.75, "plaintext")

@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from he_leak.attacks.base import AttackOptions, make_attack
-from he_leak.attacks.functional import GradientModel, StackedGradientModels, total_variation
+from he_leak.attacks.optim.functional import GradientModel, StackedGradientModels, total_variation
 from he_leak.data import load_dataset
 from he_leak.errors import AttackFailed
 from he_leak.models import ModelSpec, build_model

@@ -25,8 +25,8 @@ from he_leak.errors import ConfigError
 from he_leak.runner import prepare
 from he_leak.scenarios import SCENARIOS
 from he_leak.seeds import KeySeed, PublicSeed
-from he_leak.store import KEY_FILE, RUNS_DIR
-from he_leak.sweep import run_experiment
+from he_leak.sweep.driver import run_experiment
+from he_leak.sweep.store import KEY_FILE, RUNS_DIR
 
 HEX = "3c" * 32
 KEY, OTHER = KeySeed.from_hex(HEX), KeySeed.from_hex("c3" * 32)

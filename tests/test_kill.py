@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from stubs import cheap_grid, rows_by_config
 
-from he_leak.lock import lock_holder
-from he_leak.store import RESULTS_FILE, read_results
-from he_leak.sweep import run_experiment
+from he_leak.sweep.driver import run_experiment
+from he_leak.sweep.lock import lock_holder
+from he_leak.sweep.store import RESULTS_FILE, read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 3

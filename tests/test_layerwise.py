@@ -8,11 +8,11 @@ from torch import nn
 
 from he_leak.attacks.base import AttackOptions
 from he_leak.attacks.layerwise import Layerwise
-from he_leak.audit import audit
 from he_leak.config import RunConfig
 from he_leak.data import load_dataset
 from he_leak.errors import AttackFailed
 from he_leak.models import ModelSpec, build_model
+from he_leak.models.audit import audit
 from he_leak.records import Observation
 from he_leak.runner import prepare, run_one
 from he_leak.scenarios.base import shared_gradient

@@ -1,4 +1,5 @@
-"""`he_leak.attacks.lbfgs`: the matrix form of the two-loop recursion against the textbook loop, and the minimiser."""
+"""`he_leak.attacks.optim.lbfgs`: the matrix form of the two-loop recursion against the textbook loop, and the
+minimiser."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from he_leak.attacks.lbfgs import Memory, Minimizer
+from he_leak.attacks.optim.lbfgs import Memory, Minimizer
 
 EXACT = 1e-12  # relative: float64 memory, same algebra in another order
 FLOAT32 = 1e-4  # relative: float32 memory against the float64 loop

@@ -9,10 +9,10 @@ from torch.nn import functional as F
 
 from he_leak.attacks.base import AttackOptions, make_attack
 from he_leak.attacks.labels import recover_labels
-from he_leak.attacks.lbfgs_many import MatchJob, dlg_lbfgs_many
-from he_leak.attacks.lbfgs_match import dlg_lbfgs
-from he_leak.attacks.lockstep import run_lockstep
-from he_leak.bench import psnr
+from he_leak.attacks.optim.lbfgs_many import MatchJob, dlg_lbfgs_many
+from he_leak.attacks.optim.lbfgs_match import dlg_lbfgs
+from he_leak.attacks.optim.lockstep import run_lockstep
+from he_leak.bench.run import psnr
 from he_leak.data import load_dataset
 from he_leak.errors import AttackFailed
 from he_leak.models import ModelSpec, build_model
@@ -130,7 +130,7 @@ PSNR_TOL_DB = 0.5
 
 def test_sweep_groups_batchable_runs_and_records_match_one_by_one() -> None:
     from he_leak.config import RunConfig
-    from he_leak.work import execute, execute_group, group_runs
+    from he_leak.sweep.worker import execute, execute_group, group_runs
 
     cfgs = [RunConfig(attack="dlg", index=i, seed=s, iterations=1, device="cpu") for i, s in ((0, 0), (3, 1), (9, 2))]
     cfgs.append(RunConfig(attack="analytic", model="mlp", index=0, seed=0, device="cpu"))
@@ -149,7 +149,7 @@ def test_sweep_groups_batchable_runs_and_records_match_one_by_one() -> None:
 def test_the_stop_acts_only_in_the_last_precision_phase_after_the_skip() -> None:
     """With float32 first, a huge x_tol must not end the float32 phase (its settling is rounding) and must end the
     float64 phase exactly X_TOL_SKIP + 1 steps after it started."""
-    from he_leak.attacks.lbfgs_match import X_TOL_SKIP
+    from he_leak.attacks.optim.lbfgs_match import X_TOL_SKIP
 
     obs, _ = _observation(0, 0)
     seen: list[torch.dtype] = []

@@ -1,4 +1,4 @@
-"""Losses (he_leak.losses) against float64 references, and every gradient attack run on each loss and on a masked
+"""Losses (he_leak.models.losses) against float64 references, and every gradient attack run on each loss and on a masked
 (partly encrypted) gradient: attacks read the loss and the mask from the Observation."""
 
 import dataclasses
@@ -10,10 +10,10 @@ from torch.nn import functional as F
 from he_leak.attacks import AttackOptions, make_attack
 from he_leak.attacks.labels import recover_labels
 from he_leak.data import load_dataset
-from he_leak.losses import LOSSES, SIGMOID3
-from he_leak.metrics import match, psnr
 from he_leak.models import ModelSpec, build_model
+from he_leak.models.losses import LOSSES, SIGMOID3
 from he_leak.records import Observation
+from he_leak.scoring.metrics import match, psnr
 
 LOSS_TOL = 1e-12  # float64 closed forms vs the registry's Φ(z) − yᵀz form
 RECOVERY_DB = 40.0  # an attack "recovers" the input at this PSNR (float32 gradients)

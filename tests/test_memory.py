@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from he_leak import memory
 from he_leak.config import RunConfig
 from he_leak.errors import ConfigError
+from he_leak.models import memory
 from he_leak.runner import prepare
 
 
@@ -32,7 +32,7 @@ def test_the_cli_refuses_a_huge_model_with_exit_2(tmp_path):
 
 PROBE = """
 import json, sys
-from he_leak import memory
+from he_leak.models import memory
 from he_leak.config import RunConfig
 from he_leak.runner import run_one
 seen = {}

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from he_leak.metrics import PSNR_CAP, label_accuracy, match, mse, psnr, ssim, symbol_exact
+from he_leak.scoring.metrics import PSNR_CAP, label_accuracy, match, mse, psnr, ssim, symbol_exact
 
 
 def test_mse_and_psnr_by_hand():

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from he_leak.config import RunConfig
-from he_leak.figures import experiment_figures, save_run_figure, to_images
+from he_leak.config import RunConfig, run_hash
 from he_leak.records import Result
-from he_leak.report import format_result, verdict, write_report
-from he_leak.store import run_hash
+from he_leak.report.figures import experiment_figures, save_run_figure, to_images
+from he_leak.report.markdown import format_result, verdict, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""ResNet-18 (he_leak.models_resnet): the standard layout's parameter count, per-sample normalisation, DLG's double
+"""ResNet-18 (he_leak.models.resnet): the standard layout's parameter count, per-sample normalisation, DLG's double
 backward against float64 finite differences, IG's vmap against a loop, and the memory guard against a measured peak."""
 
 import json
@@ -10,11 +10,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from he_leak import memory
-from he_leak.attacks.functional import GradientModel, batched_value_and_grad
+from he_leak.attacks.optim.functional import GradientModel, batched_value_and_grad
 from he_leak.config import RunConfig
 from he_leak.errors import ConfigError
-from he_leak.models import ModelSpec, build_model, shape_model
+from he_leak.models import ModelSpec, build_model, memory, shape_model
 from he_leak.records import Observation
 from he_leak.scenarios.base import shared_gradient
 

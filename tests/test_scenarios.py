@@ -12,11 +12,11 @@ import torch
 from encryptors import MissingKeyError
 from he_leak.config import RunConfig
 from he_leak.errors import ConfigError, ParameterError
-from he_leak.losses import LOSSES
+from he_leak.models.losses import LOSSES
 from he_leak.records import Reconstruction, Result
 from he_leak.runner import prepare, run_one
 from he_leak.scenarios import SCENARIOS
-from he_leak.scoring import score
+from he_leak.scoring.score import score
 from he_leak.seeds import KeySeed
 
 GRAD_RTOL = 1e-4  # a float32 model gradient vs its float64 reference, relative to each tensor's largest entry

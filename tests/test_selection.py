@@ -11,11 +11,11 @@ from torch.func import functional_call
 
 from he_leak.config import RunConfig
 from he_leak.errors import ConfigError
-from he_leak.losses import LOSSES
 from he_leak.models import ModelSpec, build_model, shape_model
+from he_leak.models.losses import LOSSES
 from he_leak.runner import prepare
-from he_leak.selection import by_layers, select, top_fraction
-from he_leak.sensitivity import (
+from he_leak.scenarios.selection import by_layers, select, top_fraction
+from he_leak.scenarios.sensitivity import (
     CHUNK_BYTES,
     check_exact,
     client_map,

@@ -1,5 +1,5 @@
-"""Experiment files (he_leak.spec): grid expansion, validation as one-line ConfigErrors naming the file, and the
-statistics of [[expect]] and [[plot]] (he_leak.expectations)."""
+"""Experiment files (he_leak.sweep.experiment): grid expansion, validation as one-line ConfigErrors naming the file, and
+the statistics of [[expect]] and [[plot]] (he_leak.report.expectations)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from stubs import BASIC, PLOTS, CountingRunner, stub_attacks, write  # noqa: F40
 
 from he_leak.config import RunConfig
 from he_leak.errors import ConfigError
-from he_leak.expectations import Expectation
-from he_leak.spec import load_experiment
+from he_leak.report.expectations import Expectation
+from he_leak.sweep.experiment import load_experiment
 
 pytestmark = pytest.mark.usefixtures("stub_attacks")
 

@@ -1,6 +1,6 @@
-"""The results folder (he_leak.store): whole lines, repair of a killed writer's partial line, lines that are not
+"""The results folder (he_leak.sweep.store): whole lines, repair of a killed writer's partial line, lines that are not
 results moved once to a side file, the folder lock (refused while held, taken over from a dead holder), run ids,
-summary.csv, and `he-leak status` (he_leak.status), which reads all of it without changing anything."""
+summary.csv, and `he-leak status` (he_leak.sweep.status), which reads all of it without changing anything."""
 
 from __future__ import annotations
 
@@ -16,22 +16,20 @@ from pathlib import Path
 import pytest
 from stubs import BASIC, CountingRunner, stub_attacks, write  # noqa: F401  (stub_attacks: a fixture)
 
-from he_leak.config import RunConfig
+from he_leak.config import RunConfig, config_id, run_hash
 from he_leak.errors import ConfigError
-from he_leak.lock import LOCK_FILE, FolderLock, lock_holder
 from he_leak.records import RESULT_KEYS, Result
-from he_leak.status import folder_status, format_status
-from he_leak.store import (
+from he_leak.sweep.driver import run_experiment
+from he_leak.sweep.lock import LOCK_FILE, FolderLock, lock_holder
+from he_leak.sweep.status import folder_status, format_status
+from he_leak.sweep.store import (
     REJECTED_FILE,
     RESULTS_FILE,
     append_line,
-    config_id,
     read_results,
     rejected_lines,
-    run_hash,
     summary_csv,
 )
-from he_leak.sweep import run_experiment
 
 
 def row(index: int, **extra) -> dict:
@@ -132,7 +130,7 @@ def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> Non
 
 
 def test_lock_of_a_killed_process_is_taken_over(tmp_path: Path) -> None:
-    code = ("import sys, time; from he_leak.lock import FolderLock; FolderLock(sys.argv[1]).acquire(); "
+    code = ("import sys, time; from he_leak.sweep.lock import FolderLock; FolderLock(sys.argv[1]).acquire(); "
             "print('locked', flush=True); time.sleep(60)")  # fmt: skip
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:

@@ -1,4 +1,4 @@
-"""Sweeps (he_leak.sweep) with a fake runner: resuming, limits, failed rows, outputs, expectations, progress, the
+"""Sweeps (he_leak.sweep.driver) with a fake runner: resuming, limits, failed rows, outputs, expectations, progress, the
 checks before the first run, and Ctrl-C."""
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import torch
 from rich.console import Console
 from stubs import BASIC, PLOTS, PNG_MAGIC, CountingRunner, stub_attacks, write  # noqa: F401  (a fixture)
 
+from he_leak.config import run_hash
 from he_leak.errors import ConfigError, DataError
-from he_leak.lock import LOCK_FILE, FolderLock, lock_holder
 from he_leak.records import RESULT_KEYS
-from he_leak.store import RESULTS_FILE, read_results, run_hash
-from he_leak.sweep import SweepInterrupted, run_experiment
+from he_leak.sweep.driver import SweepInterrupted, run_experiment
+from he_leak.sweep.lock import LOCK_FILE, FolderLock, lock_holder
+from he_leak.sweep.store import RESULTS_FILE, read_results
 
 pytestmark = pytest.mark.usefixtures("stub_attacks")
 
@@ -373,7 +374,7 @@ def test_cli_version_and_help_for_every_run_and_status_option(capsys: pytest.Cap
 
 
 def test_log_display_prints_each_slow_run_and_a_heartbeat_during_a_long_one() -> None:
-    from he_leak.progress import HEARTBEAT_SECONDS, LINE_SECONDS, Lines
+    from he_leak.sweep.progress import HEARTBEAT_SECONDS, LINE_SECONDS, Lines
 
     buffer = io.StringIO()
     display = Lines(buffer)

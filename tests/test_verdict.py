@@ -1,6 +1,6 @@
-"""Verdicts per (protection, attacker) from per-sample data (he_leak.protection, he_leak.stats): each attacker counted
-by what it holds, a failed attack never reads as a stop, the Clopper–Pearson and bootstrap rules on constructed data,
-and the per-sample fields a real run records."""
+"""Verdicts per (protection, attacker) from per-sample data (he_leak.report.protection, he_leak.report.stats): each
+attacker counted by what it holds, a failed attack never reads as a stop, the Clopper–Pearson and bootstrap rules on
+constructed data, and the per-sample fields a real run records."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import math
 
 import pytest
 
-from he_leak import protection
 from he_leak.config import RunConfig
-from he_leak.protection import FAILED, INCONCLUSIVE, NOT_STOPS, NOTHING, STOPS
 from he_leak.records import Result
+from he_leak.report import protection
+from he_leak.report.protection import FAILED, INCONCLUSIVE, NOT_STOPS, NOTHING, STOPS
+from he_leak.report.stats import CONFIDENCE, mean_interval, recovery_interval
 from he_leak.runner import run_one
-from he_leak.stats import CONFIDENCE, mean_interval, recovery_interval
 
 
 def row(scenario: str, attack: str, index: int, *, keyless=None, key=None, prior=12.0, recovered=None,
@@ -165,7 +165,7 @@ def test_runs_record_per_sample_psnrs_per_attacker_and_what_is_visible():
 def test_every_headline_cell_has_enough_distinct_images_and_seeds(name, least):
     from pathlib import Path
 
-    from he_leak.spec import load_experiment
+    from he_leak.sweep.experiment import load_experiment
 
     experiment = load_experiment(Path(__file__).resolve().parents[1] / "experiments" / name, check_names=False)
     cells: dict[tuple[str, str, str], list[RunConfig]] = {}

@@ -1,6 +1,6 @@
-"""`he_leak.attacks.wolfe`: every step it returns satisfies the strong-Wolfe conditions (checked in float64), on lines
-where scipy's search finds one too; it lands on a quadratic's minimiser; it gives up cleanly where there is nothing to
-find."""
+"""`he_leak.attacks.optim.wolfe`: every step it returns satisfies the strong-Wolfe conditions (checked in float64), on
+lines where scipy's search finds one too; it lands on a quadratic's minimiser; it gives up cleanly where there is
+nothing to find."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.optimize import line_search
 
-from he_leak.attacks.wolfe import C1, C2, MAX_TRIALS, Found, strong_wolfe
+from he_leak.attacks.optim.wolfe import C1, C2, MAX_TRIALS, Found, strong_wolfe
 
 EXACT = 1e-12  # a cubic through a quadratic's two points and slopes lands on its minimiser up to rounding
 

@@ -17,7 +17,7 @@ so with ``x̃_n = [x_n; 1]`` the augmented gradient ``G = [∂W | ∂b] = (1/B) 
   is sufficient, and h = B often works (see experiments/batch_vs_hidden.toml).  The rest of the network is known, so
   for a candidate C every δ_n is computable; C is found by Levenberg–Marquardt restarts on
   ``(1/B) D(C)ᵀ C = U_k S_k`` together with the other layers' visible gradient entries
-  (:mod:`he_leak.attacks.analytic_batch`), under the Observation's loss (:mod:`he_leak.losses`), with labels from
+  (:mod:`he_leak.attacks.analytic_batch`), under the Observation's loss (:mod:`he_leak.models.losses`), with labels from
   :mod:`he_leak.attacks.labels` (relaxed to soft labels when the batch mixes classes).  A batch is claimed
   (``recovered`` = B, no ``error``) only when the solve reproduces the gradient to MATCH_TOL *and* the inputs are
   determined: the predicted error of the worst sample, times CLAIM_SIGMAS, is within EXACT_RMS of the box.

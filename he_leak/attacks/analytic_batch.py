@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from he_leak.errors import AttackFailed
-from he_leak.losses import LOSSES, Loss
+from he_leak.models.losses import LOSSES, Loss
 from he_leak.records import Observation
 
 LM_FTOL = 1e-10  # a restart ends when an accepted step reduces the squared residual by less than this fraction

@@ -27,7 +27,7 @@ class AttackOptions:
     tv: float | None = None
     seed: int = 0
     # The optimisation attacks' attacker-side stop (dlg, idlg): RMS change of the inputs per step, relative to the
-    # box range, below which the run ends (see he_leak.attacks.lbfgs_match.DEFAULT_X_TOL); 0 runs to tolerance.
+    # box range, below which the run ends (see he_leak.attacks.optim.lbfgs_match.DEFAULT_X_TOL); 0 runs to tolerance.
     x_tol: float | None = None
     # dlg/idlg precision: None is the device's policy (he_leak.attacks.dlg.DeepLeakage.dtype: float64 on CPU, float32
     # escalated to float64 on CUDA); torch.float32 runs float32 until it stalls, then float64.
@@ -42,7 +42,7 @@ class Attack(ABC):
     name: str = "attack"
     default_iterations: int = 0
     # True: `reconstruct_many` runs many observations through one batched objective and the attack draws nothing from
-    # torch's global generator, so a sweep may group its runs (he_leak.work.group_runs)
+    # torch's global generator, so a sweep may group its runs (he_leak.sweep.worker.group_runs)
     batchable: bool = False
 
     def __init__(self, options: AttackOptions) -> None:

@@ -5,7 +5,7 @@ gradient (batches too) and then matches the data only. Both run `dlg_lbfgs` (lin
 inputs started inside the box, a precision chosen from the device, the attacker-side stop `x_tol`); restarts run one
 after another until one reaches the objective's tolerance — with the attacker-side stop on, a run ends above it, so
 every restart runs (K restarts cost K runs). `reconstruct_many` runs many observations (and their restarts)
-through one batched objective, in one thread (`he_leak.attacks.lockstep`)."""
+through one batched objective, in one thread (`he_leak.attacks.optim.lockstep`)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import torch
 
 from he_leak.attacks.base import ATTACKS, Attack, project
 from he_leak.attacks.labels import recover_labels
-from he_leak.attacks.lbfgs_many import MatchJob, dlg_lbfgs_many, share_a_pass
-from he_leak.attacks.lbfgs_match import DEFAULT_TOL, DEFAULT_X_TOL, dlg_lbfgs
+from he_leak.attacks.optim.lbfgs_many import MatchJob, dlg_lbfgs_many, share_a_pass
+from he_leak.attacks.optim.lbfgs_match import DEFAULT_TOL, DEFAULT_X_TOL, dlg_lbfgs
 from he_leak.errors import AttackFailed
 from he_leak.records import Observation, Reconstruction
 

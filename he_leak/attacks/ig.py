@@ -7,14 +7,14 @@ from collections.abc import Callable, Sequence
 import torch
 
 from he_leak.attacks.base import ATTACKS, Attack, project
-from he_leak.attacks.functional import (
+from he_leak.attacks.labels import recover_labels
+from he_leak.attacks.optim.functional import (
     GradientModel,
     StackedGradientModels,
     batched_value_and_grad,
     total_variation,
 )
-from he_leak.attacks.labels import recover_labels
-from he_leak.attacks.lbfgs_many import share_a_pass
+from he_leak.attacks.optim.lbfgs_many import share_a_pass
 from he_leak.errors import AttackFailed
 from he_leak.records import Observation, Reconstruction
 

@@ -1,8 +1,8 @@
 """Label recovery from the gradient of the last (output) linear layer.
 
-For every loss of :mod:`he_leak.losses` the gradient at the logits of one sample is ``g = φ(z) - onehot(y)`` with the
-loss's link φ (softmax for cross-entropy).  The last layer's bias gradient is the batch mean of these vectors and its
-weight gradient is ``mean_n g_n h_nᵀ`` (``h_n`` the layer's input), so
+For every loss of :mod:`he_leak.models.losses` the gradient at the logits of one sample is ``g = φ(z) - onehot(y)`` with
+the loss's link φ (softmax for cross-entropy).  The last layer's bias gradient is the batch mean of these vectors and
+its weight gradient is ``mean_n g_n h_nᵀ`` (``h_n`` the layer's input), so
 
 * batch 1, cross-entropy (iDLG, Zhao et al. 2020): softmax is positive, so the label is the argmin of the bias
   gradient, or, without a bias, the one row of the weight gradient whose direction is opposite to all the others;
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from he_leak.errors import AttackFailed
-from he_leak.losses import LOSSES
+from he_leak.models.losses import LOSSES
 from he_leak.records import Observation
 
 RANDOM_PROBES = 64  # random inputs used to estimate the model's mean softmax

@@ -42,7 +42,7 @@ from he_leak.attacks.analytic import project_if_exact
 from he_leak.attacks.base import ATTACKS, Attack, project
 from he_leak.attacks.labels import recover_labels
 from he_leak.errors import AttackFailed
-from he_leak.losses import LOSSES
+from he_leak.models.losses import LOSSES
 from he_leak.records import Observation, Reconstruction
 
 RANK_TOL = 1e-9  # singular values below this fraction of the largest count as zero (dense solve)

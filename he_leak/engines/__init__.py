@@ -10,7 +10,7 @@ from he_leak.engines.base import Engine, Event, Finished, Lost, Tick, Work
 from he_leak.engines.local import make_local
 from he_leak.engines.ray_engine import make_ray
 from he_leak.registry import Registry
-from he_leak.work import Runner
+from he_leak.sweep.worker import Runner
 
 ENGINES: Registry = Registry("engine")
 ENGINES.register("local")(make_local)

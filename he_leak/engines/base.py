@@ -11,8 +11,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from he_leak.config import RunConfig
+from he_leak.records import Record
 from he_leak.seeds import KeySeed
-from he_leak.work import Record, Runner, Step, run_key_seed
+from he_leak.sweep.worker import Runner, Step, run_key_seed
 
 TICK_SECONDS = 0.5  # how often an engine reports that it is still waiting (the live line and heartbeats)
 CHUNK_SECONDS = 0.5  # target wall time of one chunk: per-task overhead (~ms) stays below 1% of the work

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from he_leak.engines.base import BATCH_SECONDS, Engine, Event, Finished, Work
 from he_leak.errors import ConfigError
-from he_leak.work import Runner, Step, run_chunk
+from he_leak.sweep.worker import Runner, Step, run_chunk
 
 
 class SerialEngine(Engine):

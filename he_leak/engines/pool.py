@@ -25,7 +25,7 @@ from typing import Any
 
 from he_leak.config import RunConfig
 from he_leak.engines.base import BATCH_SECONDS, TICK_SECONDS, Engine, Event, Finished, Lost, Tick, Work
-from he_leak.work import Runner, Step, run_chunk
+from he_leak.sweep.worker import Runner, Step, run_chunk
 
 STOP_SECONDS = 5.0  # how long an idle worker may take to exit after being told to
 
@@ -54,7 +54,7 @@ class PoolEngine(Engine):
         # one costs milliseconds instead of a fresh interpreter importing torch (~3 s here); forking this process
         # instead would be unsafe once torch's OpenMP thread pool has run.
         self.context = multiprocessing.get_context("forkserver")
-        self.context.set_forkserver_preload(["he_leak.work"])
+        self.context.set_forkserver_preload(["he_leak.sweep.worker"])
         self.workers: list[_Worker] = []
 
     def _spawn(self) -> _Worker:

@@ -20,9 +20,10 @@ from he_leak.config import RunConfig
 from he_leak.engines.base import TICK_SECONDS, Engine, Event, Finished, Lost, Tick, Work
 from he_leak.engines.pool import WorkerError
 from he_leak.errors import ConfigError
+from he_leak.records import Record
 from he_leak.seeds import KeySeed
+from he_leak.sweep.worker import Runner, Step, run_chunk
 from he_leak.text import one_line
-from he_leak.work import Record, Runner, Step, run_chunk
 
 CONNECT_SECONDS = 5.0  # how long a cluster address may take to accept a connection
 INSTALL_HINT = "--engine ray needs Ray, which is not installed here; install it with: pip install -e .[ray]"

@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from he_leak import defences
 from he_leak.config import RunConfig
 from he_leak.errors import ConfigError
-from he_leak.losses import LOSSES
 from he_leak.models import ModelSpec
+from he_leak.models.losses import LOSSES
 from he_leak.records import Observation, Reconstruction, Truth
 from he_leak.registry import Registry
+from he_leak.scenarios import defences
 from he_leak.seeds import KeySeed
 
 SCENARIOS: Registry = Registry("scenario")
@@ -113,8 +113,8 @@ class Scenario(ABC):
         return defences.apply(grads, self.defences, seed=noise_seed)
 
     def training_update(self, grads: tuple[torch.Tensor, ...], *, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
-        """A mini-batch gradient of the utility training (he_leak.utility) as this protection changes it before the
-        update: the configured defences (``seed`` drives their noise)."""
+        """A mini-batch gradient of the utility training (he_leak.scoring.utility_accuracy) as this protection changes
+        it before the update: the configured defences (``seed`` drives their noise)."""
         return defences.apply(grads, self.defences, seed=seed) if self.defences else grads
 
     def training_inputs(self, images: np.ndarray) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -170,7 +170,7 @@ def _users(option: str) -> list[str]:
 def shared_gradient(
     model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, loss: str = "cross-entropy"
 ) -> tuple[torch.Tensor, ...]:
-    """The batch-mean gradient of `loss` (he_leak.losses), one tensor per parameter (what a client computes)."""
+    """The batch-mean gradient of `loss` (he_leak.models.losses), one tensor per parameter (what a client computes)."""
     model.zero_grad(set_to_none=True)
     value = LOSSES[loss](model(inputs), labels)
     grads = torch.autograd.grad(value, [p for p in model.parameters()])

@@ -30,9 +30,9 @@ from he_leak.errors import ConfigError
 from he_leak.models import shape_model
 from he_leak.records import Observation, Reconstruction, Truth
 from he_leak.scenarios.base import SCENARIOS, Estimates, Scenario, shared_gradient
+from he_leak.scenarios.selection import select
+from he_leak.scenarios.sensitivity import check_exact, client_map, client_samples
 from he_leak.seeds import derive
-from he_leak.selection import select
-from he_leak.sensitivity import check_exact, client_map, client_samples
 
 # the aggregated sensitivity map is encrypted scaled so that its largest entry is at most 2^MAP_MAX_BITS: CKKS at
 # scale 2^40 then holds it in 80 of the fresh ciphertext's 100 data bits, and its ~1e-8 absolute noise is ~1e-20
@@ -145,8 +145,8 @@ class HeAggregate(Scenario):
 
     def sensitivity_map(self, model: nn.Module) -> tuple[torch.Tensor, ...]:
         """FedML-HE's aggregated map: each client computes its map on its own data with the global model before
-        training (he_leak.sensitivity, cached per process), encrypts it with the packed CKKS of the gradients; the
-        server adds the ciphertexts; a key holder decrypts the sum, whose top-p entries become the public mask."""
+        training (he_leak.scenarios.sensitivity, cached per process), encrypts it with the packed CKKS of the gradients;
+        the server adds the ciphertexts; a key holder decrypts the sum, whose top-p entries become the public mask."""
         ds, draws = self.client_data()
         if self.cfg.sensitivity == "exact":
             check_exact(model, ds.shape, sum(len(d) for d in draws))

@@ -4,7 +4,7 @@ ciphertext shapes (encryptors.circuit_cost's ``CostOps``: the circuit's depth be
 operations the evaluator will perform).
 
 Model: Linear layers with a polynomial activation between them (`square`, `sigmoid3`), e.g. an MLP with one or two
-hidden layers, or logistic regression (one layer). Loss L = Φ(z) − yᵀz with link φ (he_leak.losses): mse (φ = id)
+hidden layers, or logistic regression (one layer). Loss L = Φ(z) − yᵀz with link φ (he_leak.models.losses): mse (φ = id)
 or poly-sigmoid (φ = SIGMOID3), so at the logits δ = φ(z) − y, and going down
 
     ∂W_l = δ_l a_{l−1}ᵀ,   ∂b_l = δ_l,   δ_{l−1} = (W_lᵀ δ_l) ⊙ act'(z_{l−1})
@@ -21,9 +21,9 @@ import numpy as np
 from torch import nn
 
 from he_leak.errors import ConfigError
-from he_leak.losses import SIGMOID3
 from he_leak.models import ACTIVATIONS as MODEL_ACTIVATIONS
 from he_leak.models import Sigmoid3, Square
+from he_leak.models.losses import SIGMOID3
 
 ACTIVATIONS = {Square: "square", Sigmoid3: "sigmoid3"}
 LINKS = {"mse": None, "poly-sigmoid": SIGMOID3}
@@ -81,7 +81,7 @@ def layers_of(model: nn.Module) -> list[Layer]:
 
 
 def _activation_types() -> tuple[type, ...]:
-    """The module types of every registered activation (he_leak.models_base.ACTIVATIONS)."""
+    """The module types of every registered activation (he_leak.models.base.ACTIVATIONS)."""
     return tuple({type(make()) for make in MODEL_ACTIVATIONS.values()})
 
 

@@ -31,7 +31,7 @@ from torch import nn
 from encryptors.circuit import MAX_FLOOD_BITS, CkksCircuit, plan_circuit
 from encryptors.circuit_cost import CostOps
 from he_leak.errors import ConfigError, ParameterError
-from he_leak.losses import LOSSES
+from he_leak.models.losses import LOSSES
 from he_leak.records import Observation, Reconstruction, Truth
 from he_leak.scenarios.base import SCENARIOS, Estimates, Scenario, shared_gradient
 from he_leak.scenarios.he_program import backprop, batch_gradient, layers_of
