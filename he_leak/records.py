@@ -24,6 +24,7 @@ RESULT_KEYS = (
     "plaintext_psnr", "plaintext_ssim", "key_plaintext_psnr", "key_plaintext_ssim", "mean_psnr", "prior_psnr",
     "keyless_gain", "recovered", "utility", "he_seconds", "he_bytes", "he_gradient_error", "success", "error",
 )  # fmt: skip
+KEYLESS, KEY_HOLDER, PRIOR = "keyless", "key holder", "prior"  # keys of Result.sample_psnrs (per-sample PSNRs)
 
 
 @dataclass(frozen=True)

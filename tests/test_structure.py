@@ -81,3 +81,49 @@ def test_only_encryptors_import_tenseal():
     users = [name for name, path in _modules().items() if not name.startswith("encryptors")
              and any(t.split(".")[0] == "tenseal" for t, _ in _imports(path, name))]  # fmt: skip
     assert not users, users
+
+
+# The layers, bottom to top: a module may import its own layer and those below, never one above (encryptors sit
+# between the core and the scenarios that use them; the CLI on top may import anything).
+LAYERS = (
+    ("he_leak.errors", "he_leak.registry", "he_leak.config", "he_leak.seeds", "he_leak.text", "he_leak.records"),
+    ("encryptors", "he_leak.data", "he_leak.models"),
+    ("he_leak.scenarios", "he_leak.attacks"),
+    ("he_leak.scoring",),
+    ("he_leak.runner",),
+    ("he_leak.report",),
+    ("he_leak.engines", "he_leak.sweep"),
+    ("he_leak.bench",),
+    ("he_leak.cli", "he_leak.__main__", "he_leak"),
+)
+
+
+def _layer(module: str) -> int | None:
+    best = None
+    for rank, names in enumerate(LAYERS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and (best is None or len(name) > best[1]):
+                best = (rank, len(name))
+    return None if best is None else best[0]
+
+
+def test_every_module_has_a_layer():
+    missing = [n for n in _modules() if n.split(".")[0] in ("he_leak", "encryptors") and _layer(n) is None]
+    assert not missing, missing
+
+
+def test_no_import_points_up_the_layers():
+    upward, modules = [], _modules()
+    for name, path in modules.items():
+        if name.split(".")[0] not in ("he_leak", "encryptors") or name == "he_leak":
+            continue
+        here = _layer(name)
+        for target, names in _imports(path, name):
+            submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
+            if target == "he_leak" and not submodules and set(names) <= {"__version__"}:
+                continue  # the version constant, not the package's API
+            for candidate in submodules or [target]:
+                there = _layer(candidate)
+                if candidate in modules and there is not None and there > here:
+                    upward.append(f"{name} (layer {here}) imports {candidate} (layer {there})")
+    assert not upward, upward

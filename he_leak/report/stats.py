@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from he_leak.records import KEY_HOLDER, KEYLESS, PRIOR
+
 CONFIDENCE = 0.95  # two-sided level of every interval
 BOOTSTRAP_RESAMPLES = 9999  # scipy's default
 BOOTSTRAP_SEED = 0  # fixed: the same rows give the same interval in every report
 
-KEYLESS, KEY_HOLDER, PRIOR = "keyless", "key holder", "prior"  # keys of Result.sample_psnrs
 # which estimate a Result metric is about, and which per-sample count belongs to it
 METRIC_ESTIMATE = {"plaintext_psnr": KEYLESS, "keyless_gain": KEYLESS, "key_plaintext_psnr": KEY_HOLDER}
 COUNT_METRICS = ("recovered", "keyless_recovered")

@@ -1,7 +1,7 @@
 """Scoring one reconstruction: match recovered samples to true ones, interpret them as plaintext (keyless and with
 the key), compare with the label-aware prior, and decide per sample whether it was recovered (the scenario's rule).
 
-Per sample the Result keeps each estimate's PSNR (`sample_psnrs`, keys from he_leak.report.stats) and two counts: the
+Per sample the Result keeps each estimate's PSNR (`sample_psnrs`, keys in he_leak.records) and two counts: the
 scenario's rule (`recovered`; for ckks-input: a key holder reads the sample) and the keyless estimate's own
 (`keyless_recovered`: its PSNR reaches success_psnr), so that each attacker is judged by what it holds.
 `visible_fraction` is the share of gradient entries the attacker sees in the clear (Observation.mask).
@@ -16,8 +16,7 @@ import numpy as np
 
 from he_leak.attacks.labels import recover_labels
 from he_leak.errors import AttackFailed
-from he_leak.records import Observation, Reconstruction, Result, Truth
-from he_leak.report.stats import KEY_HOLDER, KEYLESS, PRIOR
+from he_leak.records import KEY_HOLDER, KEYLESS, PRIOR, Observation, Reconstruction, Result, Truth
 from he_leak.scenarios.base import SampleScores, Scenario
 from he_leak.scoring.metrics import image_scores, label_accuracy, match, mse, psnr, symbol_exact
 
