@@ -57,10 +57,10 @@ def measure(args: argparse.Namespace) -> dict:
     from he_leak.attacks.optim.functional import GradientModel, batched_value_and_grad, total_variation
     from he_leak.config import RunConfig
     from he_leak.data import load_dataset
-    from he_leak.models import ModelSpec, build_model, memory, shape_model
+    from he_leak.models import build_model, memory, shape_model
     from he_leak.models.losses import LOSSES
     from he_leak.runner import resolve_device
-    from he_leak.scenarios.base import SCENARIOS
+    from he_leak.scenarios.base import SCENARIOS, model_spec
 
     method = args.child
     device = resolve_device(args.device)
@@ -69,13 +69,12 @@ def measure(args: argparse.Namespace) -> dict:
                     batch=args.batch, restarts=args.restarts, activation=args.activation)  # fmt: skip
     ds = load_dataset(cfg.data)
     targets = ds.indices(cfg.index, cfg.batch)
-    spec = ModelSpec(name=cfg.model, input_shape=tuple(ds.shape), classes=cfg.classes, activation=cfg.activation,
-                     seed=cfg.seed)  # fmt: skip
+    spec = model_spec(cfg, tuple(ds.shape))
     parts = memory.estimate(cfg, model=shape_model(spec), input_shape=spec.input_shape, image_values=ds.images[0].size,
                             dataset_size=len(ds), samples=cfg.batch)  # fmt: skip
     model = build_model(spec)
     images, labels = torch.from_numpy(ds.images[targets]), torch.from_numpy(ds.labels[targets])
-    obs, _ = SCENARIOS["plain"](cfg).observe(model, images, labels)
+    obs = SCENARIOS["plain"](cfg).observe(model, images, labels).observation
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     gen = torch.Generator().manual_seed(1)

@@ -22,8 +22,8 @@ import torch
 from he_leak import scenarios as _scenarios  # noqa: F401  (registers the scenarios)
 from he_leak.config import RunConfig
 from he_leak.data import load_dataset
-from he_leak.models import ModelSpec, build_model
-from he_leak.scenarios.base import SCENARIOS
+from he_leak.models import build_model
+from he_leak.scenarios.base import SCENARIOS, model_spec
 from he_leak.scenarios.sensitivity import PROBES, client_map, exact, hutchinson, overlap
 
 CASES = {
@@ -44,8 +44,7 @@ def measure(fields: dict, probe_seeds: int) -> dict:
     cfg = RunConfig(scenario="he-aggregate", role="server", encrypt_fraction=0.1, select="sensitivity", **fields)
     ds = load_dataset(cfg.data)
     scenario = SCENARIOS[cfg.scenario](cfg)
-    spec = ModelSpec(name=cfg.model, input_shape=scenario.input_shape(ds.shape), classes=cfg.classes,
-                     hidden=cfg.hidden, seed=cfg.seed)  # fmt: skip
+    spec = model_spec(cfg, scenario.input_shape(ds.shape))
     model = build_model(spec)
     _, draws = scenario.client_data()
     x, y = torch.from_numpy(ds.images[draws[0]]), torch.from_numpy(ds.labels[draws[0]])

@@ -56,12 +56,39 @@ class Observation:
 
 @dataclass(frozen=True)
 class Truth:
-    """The ground truth, kept away from the attack: model inputs, labels, plaintext images and scenario extras."""
+    """The ground truth, kept away from the attack: the model inputs, labels and plaintext images of the attacked
+    samples, and the client's ciphertexts of them where the scenario encrypts its inputs (ckks-input)."""
 
     inputs: torch.Tensor  # B × input_shape, the model's true input
     labels: torch.Tensor  # B
     plaintext: torch.Tensor  # B × C×H×W images in [0,1]
-    extras: dict[str, Any] = field(default_factory=dict)
+    ciphertexts: tuple[Any, ...] | None = None  # the client's encryption of each attacked input (key-holder checks)
+
+
+@dataclass(frozen=True)
+class HeCost:
+    """What the homomorphic work of one round cost, as a scenario measured it (None: no such work)."""
+
+    seconds: float | None = None  # encrypt, evaluate, aggregate, decrypt
+    bytes: int | None = None  # ciphertext bytes sent per round
+    key_bytes: int | None = None  # key bytes a party is sent once (public, relinearisation, Galois keys)
+    gradient_error: float | None = None  # he-train: the decrypted HE gradient against torch's float64 gradient
+    training: dict[str, Any] | None = None  # he-train --train-steps: losses of encrypted vs plaintext SGD
+
+    def result_fields(self) -> dict[str, Any]:
+        """The Result fields (he_seconds, he_bytes, …) this cost fills."""
+        names = {"seconds": "he_seconds", "bytes": "he_bytes", "key_bytes": "he_key_bytes",
+                 "gradient_error": "he_gradient_error", "training": "he_training"}  # fmt: skip
+        return {names[k]: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a scenario's observe() returns: the attacker's Observation, the Truth kept aside and the HE cost."""
+
+    observation: Observation
+    truth: Truth
+    cost: HeCost = field(default_factory=HeCost)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,19 +16,20 @@ from he_leak import scenarios as _scenarios  # noqa: F401  (registers the scenar
 from he_leak.attacks.base import Attack, AttackOptions, Progress, make_attack
 from he_leak.config import RunConfig
 from he_leak.data import check_labels, load_dataset
+from he_leak.data.prior import Prior
 from he_leak.errors import AttackFailed, ConfigError, HeLeakError
 from he_leak.models import ModelSpec, build_model, memory, shape_model
 from he_leak.records import Observation, Reconstruction, Result, Truth, versions
-from he_leak.scenarios.base import SCENARIOS, Scenario, model_spec
+from he_leak.scenarios.base import SCENARIOS, Pool, Scenario, model_spec
 from he_leak.scoring.metrics import psnr
-from he_leak.scoring.prior import Prior
 from he_leak.scoring.score import Outcome, prior_only, score
 from he_leak.seeds import KeySeed, derive
 
 # What a numerically failed attack raises: recorded as a failed row, never dropped (config errors propagate).
 RUN_FAILURES = (AttackFailed, RuntimeError, FloatingPointError, np.linalg.LinAlgError, ArithmeticError)
 
-__all__ = ["RUN_FAILURES", "Outcome", "prepare", "resolve_device", "run_one", "run_outcome", "run_outcomes"]
+__all__ = ["RUN_FAILURES", "Outcome", "RunContext", "finish", "prepare", "resolve_device", "run_one", "run_outcome",
+           "run_outcomes"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -39,28 +41,51 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare(cfg: RunConfig, *, key_seed: KeySeed | None = None) -> tuple[Scenario, Observation, Truth]:
-    """Load the batch, build the seeded model and let the scenario produce what the attacker observes; the Truth
-    also carries the attacker's public data pool (the dataset without the attacked samples) and the prior. The key
-    holder's keys come from `key_seed` (he_leak.seeds.KeySeed; None: fresh OS randomness), never from `cfg`."""
+@dataclass(frozen=True)
+class RunContext:
+    """A prepared run: everything known before the attack starts. The attack sees `observation` only; `truth` and
+    `pool` are for scoring; `base` is the Result with the fields known before the attack."""
+
+    cfg: RunConfig
+    spec: ModelSpec
+    scenario: Scenario
+    observation: Observation
+    truth: Truth
+    pool: Pool
+    attack: Attack
+    base: Result
+
+
+def prepare(cfg: RunConfig, *, key_seed: KeySeed | None = None, progress: Progress | None = None) -> RunContext:
+    """Load the batch, build the seeded model, let the scenario produce what the attacker observes, and make the
+    attack. The key holder's secrets come from `key_seed` (he_leak.seeds.KeySeed; None: fresh OS randomness), never
+    from `cfg`."""
+    device = resolve_device(cfg.device)
     ds = load_dataset(cfg.data, layout=cfg.layout, normalize=cfg.normalize)
     scenario = SCENARIOS[cfg.scenario](cfg, key_seed=key_seed)
     check_labels(ds.labels, cfg.classes, where=cfg.data)  # the whole set: the attacker's pool uses every label
     targets = ds.indices(cfg.index, scenario.samples, asked=scenario.samples_asked)
-    images, labels = ds.images[targets], ds.labels[targets]
     spec = model_spec(cfg, scenario.input_shape(ds.shape))
     memory.check(memory.estimate(
         cfg, model=shape_model(spec), input_shape=spec.input_shape, image_values=int(np.prod(ds.shape)),
         dataset_size=len(ds), samples=scenario.samples, decoder_samples=scenario.decoder_samples(ds.shape),
     ))  # fmt: skip
-    model = build_model(spec)
-    obs, truth = scenario.observe(model, torch.from_numpy(images), torch.from_numpy(labels))
-    prior = Prior.of(ds.images, ds.labels, classes=cfg.classes, exclude=targets)
-    truth.extras.update(dataset=ds, targets=targets, prior=prior)
-    attacked = truth.plaintext.double().numpy()  # he-aggregate's server attacks client 0's batch only
-    truth.extras["mean_psnr"] = float(np.mean([psnr(prior.overall, img) for img in attacked]))
-    truth.extras["security_index"] = security_index(spec, cfg.batch)
-    return scenario, obs, truth
+    observed = scenario.observe(build_model(spec), torch.from_numpy(ds.images[targets]),
+                                torch.from_numpy(ds.labels[targets]))  # fmt: skip
+    pool = Pool(ds, targets, Prior.of(ds.images, ds.labels, classes=cfg.classes, exclude=targets))
+    attacked = observed.truth.plaintext.double().numpy()  # he-aggregate's server attacks client 0's batch only
+    options = AttackOptions(iterations=cfg.iterations, restarts=cfg.restarts, lr=cfg.lr, tv=cfg.tv,
+                            seed=derive(cfg.seed, "attack"), device=device, progress=progress)  # fmt: skip
+    base = Result(
+        scenario=cfg.scenario, encryptor=scenario.encryptor, model=cfg.model, attack=cfg.attack, data=cfg.data,
+        index=cfg.index, seed=cfg.seed, batch=cfg.batch, device=device.type, restarts=cfg.restarts,
+        insecure=scenario.insecure, config=cfg.key(), security_index=security_index(spec, cfg.batch),
+        mean_psnr=float(np.mean([psnr(pool.prior.overall, img) for img in attacked])),
+        defences=scenario.defences or None, he_params=scenario.he_params(), key_source=scenario.key_source,
+        versions=versions(), **observed.cost.result_fields(),
+    )  # fmt: skip
+    return RunContext(cfg, spec, scenario, observed.observation, observed.truth, pool,
+                      make_attack(cfg.attack, options), base)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=256)
@@ -75,49 +100,24 @@ def security_index(spec: ModelSpec, batch: int) -> float | None:
         return None
 
 
-def _start(cfg: RunConfig, progress: Progress | None,
-           key_seed: KeySeed | None) -> tuple[Scenario, Observation, Truth, Attack, Result]:  # fmt: skip
-    """The scenario, what the attacker observes, the truth, the attack and the Result fields known before it runs."""
-    device = resolve_device(cfg.device)
-    scenario, obs, truth = prepare(cfg, key_seed=key_seed)
-    attack = make_attack(
-        cfg.attack,
-        AttackOptions(
-            iterations=cfg.iterations, restarts=cfg.restarts, lr=cfg.lr, tv=cfg.tv, seed=derive(cfg.seed, "attack"),
-            device=device, progress=progress,
-        ),
-    )  # fmt: skip
-    base = Result(
-        scenario=cfg.scenario, encryptor=scenario.encryptor, model=cfg.model, attack=cfg.attack, data=cfg.data,
-        index=cfg.index, seed=cfg.seed, batch=cfg.batch, device=device.type, restarts=cfg.restarts,
-        insecure=scenario.insecure, mean_psnr=truth.extras["mean_psnr"], config=cfg.key(),
-        security_index=truth.extras.get("security_index"), defences=scenario.defences or None,
-        he_params=scenario.he_params(), key_source=scenario.key_source, versions=versions(),
-        **truth.extras.get("result", {}),
-    )  # fmt: skip
-    return scenario, obs, truth, attack, base
-
-
-def _finish(
-    cfg: RunConfig, started: tuple[Scenario, Observation, Truth, Attack, Result], rec: Reconstruction | Exception,
-    seconds: float,
-) -> Outcome:  # fmt: skip
+def finish(ctx: RunContext, rec: Reconstruction | Exception, seconds: float) -> Outcome:
     """Score a reconstruction (or record the failure) and add the utility when asked."""
-    scenario, obs, truth, _, base = started
     if isinstance(rec, Reconstruction) and not torch.isfinite(rec.inputs).all():
         rec = AttackFailed("the reconstruction holds NaN or inf values")
     if isinstance(rec, Exception):
-        failed = dataclasses.replace(base, seconds=seconds, success=False, error=f"{type(rec).__name__}: {rec}")
-        outcome = Outcome(prior_only(truth, obs, failed), {"truth": truth.plaintext.numpy()})
+        failed = dataclasses.replace(ctx.base, seconds=seconds, success=False, error=f"{type(rec).__name__}: {rec}")
+        result = prior_only(ctx.truth, ctx.observation, ctx.pool, failed)
+        outcome = Outcome(result, {"truth": ctx.truth.plaintext.numpy()})
     else:
-        outcome = score(scenario, obs, truth, rec, dataclasses.replace(base, seconds=seconds))
-    if cfg.utility:  # what the protection costs does not depend on whether this attack ran
+        base = dataclasses.replace(ctx.base, seconds=seconds)
+        outcome = score(ctx.scenario, ctx.observation, ctx.truth, ctx.pool, rec, base)
+    if ctx.cfg.utility:  # what the protection costs does not depend on whether this attack ran
         from he_leak.scoring.utility_accuracy import utility
 
-        acc, plain = utility(cfg, scenario, truth.extras["dataset"])
+        acc, plain = utility(ctx.cfg, ctx.scenario, ctx.pool.dataset)
         outcome = dataclasses.replace(
             outcome, result=dataclasses.replace(outcome.result, utility=acc, utility_plain=plain,
-                                                utility_measured=scenario.utility_measured)
+                                                utility_measured=ctx.scenario.utility_measured)
         )  # fmt: skip
     return outcome
 
@@ -126,32 +126,31 @@ def run_outcome(cfg: RunConfig, *, progress: Progress | None = None, key_seed: K
     """Run one attack and keep the images for figures; numerical failures become a row with success=False and
     `error` set. `key_seed`: the key holder's secret (None: fresh OS randomness); the same config and key seed give
     the same Result except timings."""
-    started = _start(cfg, progress, key_seed)
+    ctx = prepare(cfg, key_seed=key_seed, progress=progress)
     torch.manual_seed(derive(cfg.seed, "attack", "torch"))
     start = time.perf_counter()
     try:
-        rec: Reconstruction | Exception = started[3].reconstruct(started[1])
+        rec: Reconstruction | Exception = ctx.attack.reconstruct(ctx.observation)
     except RUN_FAILURES as e:
         rec = e
-    return _finish(cfg, started, rec, time.perf_counter() - start)
+    return finish(ctx, rec, time.perf_counter() - start)
 
 
 def run_outcomes(cfgs: Sequence[RunConfig], *, key_seeds: Sequence[KeySeed | None] | None = None) -> list[Outcome]:
-    """Runs that differ only in index and seed and whose attack is `batchable` (he_leak.sweep.worker.group_runs): their
-    observations go through one `reconstruct_many` (one batched objective); the same outcomes as `run_outcome` one
-    by one (`key_seeds`: one per run, None: fresh), except `seconds`, the group's attack time shared equally."""
+    """Runs that differ only in index and seed and whose attack is `batchable` (he_leak.sweep.worker.group_runs):
+    their observations go through one `reconstruct_many` (one batched objective); the same outcomes as `run_outcome`
+    one by one (`key_seeds`: one per run, None: fresh), except `seconds`, the group's attack time shared equally."""
     keys = [None] * len(cfgs) if key_seeds is None else list(key_seeds)
-    started = [_start(cfg, None, key) for cfg, key in zip(cfgs, keys, strict=True)]
-    attack = started[0][3]
+    contexts = [prepare(cfg, key_seed=key) for cfg, key in zip(cfgs, keys, strict=True)]
     start = time.perf_counter()
     try:
-        recs: list[Reconstruction | Exception] = list(attack.reconstruct_many(
-            [s[1] for s in started], seeds=[s[3].options.seed for s in started]
+        recs: list[Reconstruction | Exception] = list(contexts[0].attack.reconstruct_many(
+            [c.observation for c in contexts], seeds=[c.attack.options.seed for c in contexts]
         ))  # fmt: skip
     except RUN_FAILURES as e:
         recs = [e] * len(cfgs)
     seconds = (time.perf_counter() - start) / len(cfgs)
-    return [_finish(cfg, s, rec, seconds) for cfg, s, rec in zip(cfgs, started, recs, strict=True)]
+    return [finish(ctx, rec, seconds) for ctx, rec in zip(contexts, recs, strict=True)]
 
 
 def run_one(cfg: RunConfig, *, progress: Progress | None = None, key_seed: KeySeed | None = None) -> Result:

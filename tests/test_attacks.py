@@ -33,7 +33,8 @@ def test_every_attack_has_a_case():
 def test_attack_recovers_known_input(name):
     fields, min_psnr = CASES[name]
     cfg = RunConfig(attack=name, **fields)
-    _, obs, truth = prepare(cfg)
+    ctx = prepare(cfg)
+    obs, truth = ctx.observation, ctx.truth
     rec = make_attack(name, AttackOptions(iterations=cfg.iterations, restarts=cfg.restarts)).reconstruct(obs)
     assert rec.inputs.shape == truth.inputs.shape
     order = match(rec.inputs.numpy(), truth.inputs.numpy())
@@ -48,7 +49,8 @@ def test_attack_recovers_known_input(name):
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_observation_holds_no_truth(name):
     """What an attack receives pickles, and holds neither the inputs nor the labels."""
-    _, obs, truth = prepare(RunConfig(attack=name, **CASES[name][0]))
+    ctx = prepare(RunConfig(attack=name, **CASES[name][0]))
+    obs, truth = ctx.observation, ctx.truth
     blob = pickle.dumps(obs)
     assert truth.inputs.numpy().tobytes() not in blob
     assert not any(isinstance(v, torch.Tensor) and v.shape == truth.inputs.shape for v in vars(obs).values())
@@ -56,7 +58,7 @@ def test_observation_holds_no_truth(name):
 
 def test_nan_gradient_is_a_failed_row_not_a_result():
     cfg = RunConfig(attack="dlg", model="lenet", data="digits", iterations=5)
-    _, obs, _ = prepare(cfg)
+    obs = prepare(cfg).observation
     bad = Observation(**{**vars(obs), "gradients": tuple(torch.full_like(g, float("nan")) for g in obs.gradients)})
     with pytest.raises(AttackFailed):
         make_attack("dlg", AttackOptions(iterations=5)).reconstruct(bad)
@@ -86,7 +88,7 @@ def test_hidden_entries_do_not_influence_the_reconstruction(name):
     """Selective encryption: the server sees a gradient whose encrypted entries it cannot read. Whatever those
     entries hold (zeros, 1e3, noise), the reconstruction is bit-identical; changing the visible entries changes it
     (the attack does read the gradient)."""
-    _, obs, _ = prepare(RunConfig(attack=name, model="mlp", hidden=(16,), data="digits", index=4))
+    obs = prepare(RunConfig(attack=name, model="mlp", hidden=(16,), data="digits", index=4)).observation
     gen = torch.Generator().manual_seed(0)
     mask = [torch.rand(g.shape, generator=gen) > share for g, share in zip(obs.gradients, (0.5, 0.25, 0.3, 0.0),
                                                                            strict=True)]  # fmt: skip

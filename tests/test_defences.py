@@ -47,8 +47,8 @@ def test_order_is_clip_prune_noise_and_inactive_ones_are_skipped():
 
 
 def test_scenarios_share_the_defended_gradient_and_record_it():
-    plain = prepare(RunConfig(model="mlp", hidden=(8,)))[1]
-    pruned = prepare(RunConfig(model="mlp", hidden=(8,), prune=0.5))[1]
+    plain = prepare(RunConfig(model="mlp", hidden=(8,))).observation
+    pruned = prepare(RunConfig(model="mlp", hidden=(8,), prune=0.5)).observation
     assert all(int((g != 0).sum()) <= g.numel() - int(0.5 * g.numel()) for g in pruned.gradients)
     assert not all(torch.equal(a, b) for a, b in zip(plain.gradients, pruned.gradients, strict=True))
     result = run_one(RunConfig(model="mlp", hidden=(8,), attack="analytic", noise=1e-3, clip=1.0))
@@ -62,8 +62,8 @@ def test_noise_is_the_clients_secret_not_the_public_seed():
 
     cfg = RunConfig(model="mlp", hidden=(8,), noise=1e-2, seed=5)
     secret = KeySeed.from_hex("ab" * 32)
-    first, again = (prepare(cfg, key_seed=secret)[1] for _ in range(2))
-    other = prepare(cfg, key_seed=KeySeed.from_hex("cd" * 32))[1]
+    first, again = (prepare(cfg, key_seed=secret).observation for _ in range(2))
+    other = prepare(cfg, key_seed=KeySeed.from_hex("cd" * 32)).observation
     assert all(torch.equal(a, b) for a, b in zip(first.gradients, again.gradients, strict=True))
     assert not any(torch.equal(a, b) for a, b in zip(first.gradients, other.gradients, strict=True))
     assert run_one(cfg.replace(attack="analytic"), key_seed=secret).key_source == "given"

@@ -51,10 +51,11 @@ def predicted_ops(scenario, obs) -> dict[str, int]:
     return dict(cost.ops)
 
 
-def assert_from_the_evaluator(scenario, obs, truth) -> None:
+def assert_from_the_evaluator(ctx) -> None:
     """Fails unless the shared gradient is the evaluator's: an error of CKKS size against torch's float64
     gradient, and the evaluator performed exactly the operations the program needs."""
-    error = truth.extras["result"]["he_gradient_error"]
+    scenario, obs = ctx.scenario, ctx.observation
+    error = ctx.base.he_gradient_error
     assert CKKS_FLOOR < error <= HE_GRAD_RTOL, error
     ops = scenario.he_params()["he_ops"]
     assert ops == predicted_ops(scenario, obs)
@@ -80,7 +81,7 @@ def test_the_program_in_float64_is_torchs_gradient(model, hidden, activation, lo
 
 
 def test_the_shared_gradient_came_from_the_homomorphic_evaluator(exact):
-    assert_from_the_evaluator(*exact)
+    assert_from_the_evaluator(exact)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -98,27 +99,27 @@ def test_the_check_fails_on_torchs_gradient(monkeypatch, dtype):
 
     monkeypatch.setattr(HeTrain, "encrypted_gradient", torch_gradient)
     with pytest.raises(AssertionError):
-        assert_from_the_evaluator(*prepare(RunConfig(**{**CASE, "model": "logreg", "loss": "poly-sigmoid"})))
+        assert_from_the_evaluator(prepare(RunConfig(**{**CASE, "model": "logreg", "loss": "poly-sigmoid"})))
 
 
 def test_flooding_adds_noise_of_the_documented_size(exact, flooded):
     """Same run with --flood-bits 30: the shared gradient is the exact one plus iid noise of std
     2^30·√(N/2)/Δ / B per entry (he_params' flood_std); the exact decryption is unchanged."""
-    scenario, obs, truth = flooded
+    scenario, obs, truth = flooded.scenario, flooded.observation, flooded.truth
     params = scenario.he_params()
     assert params["flood_bits"] == 30 and params["he_gradient_error_exact"] <= HE_GRAD_RTOL
     reference = reference_gradient(obs.model, truth.inputs, truth.labels, obs.loss)
     noise = torch.cat([(g.double() - r).flatten() for g, r in zip(obs.gradients, reference, strict=True)])
     assert abs(float(noise.std()) / params["flood_std"] - 1) < FLOOD_RTOL
     assert abs(float(noise.mean())) < 5 * params["flood_std"] / noise.numel() ** 0.5
-    assert truth.extras["result"]["he_gradient_error"] > 100 * exact[2].extras["result"]["he_gradient_error"]
+    assert flooded.base.he_gradient_error > 100 * exact.base.he_gradient_error
     assert params["decryption_noise_bits"] < 30 - 10  # the flooding dominates the ciphertext noise
     assert params["he_ops"] == predicted_ops(scenario, obs)  # flooding is the key holder's, not the evaluator's
 
 
 def test_utility_training_gets_the_flooding_equivalent(flooded):
     """The utility's plaintext training adds, per tensor, the flooding's slot-domain std over the mini-batch."""
-    scenario, obs, _ = flooded
+    scenario, obs = flooded.scenario, flooded.observation
     zeros = tuple(torch.zeros(p.shape, dtype=torch.float64) for p in obs.model.parameters())
     noisy = scenario.training_update(zeros, batch=4, seed=1)
     z = torch.cat([(g / (std / 4)).flatten() for g, std in zip(noisy, scenario.flood_std, strict=True)])
@@ -138,19 +139,18 @@ def test_flood_bits_is_checked():
 def test_key_bytes_are_the_public_relinearisation_and_galois_keys(exact):
     """A key is 2 polynomials at the key level (public) or 2 per data prime (each key-switching key): public +
     relinearisation + one Galois key per rotation step; SEAL stores ~bits/8 bytes per residue (+ ~15%)."""
-    scenario, obs, truth = exact
-    params = scenario.he_params()
+    params = exact.scenario.he_params()
     bits = params["coeff_mod_bit_sizes"]
     steps = 2  # rotation_steps(64): baby step 1 and giant step 8
     polys = 2 + 2 * (len(bits) - 1) * (1 + steps)
-    ratio = truth.extras["result"]["he_key_bytes"] / (polys * params["poly_modulus_degree"] * sum(bits) / 8)
+    ratio = exact.base.he_key_bytes / (polys * params["poly_modulus_degree"] * sum(bits) / 8)
     assert 1.0 <= ratio <= 1.35, ratio
 
 
 @pytest.mark.parametrize(("scenario", "degree", "bits"), [("ckks-input", 4096, 100), ("he-aggregate", 8192, 140)])
 def test_key_bytes_of_the_other_he_scenarios_are_a_public_key(scenario, degree, bits):
-    _, _, truth = prepare(RunConfig(scenario=scenario, model="mlp", hidden=(4,), attack="analytic"))
-    ratio = truth.extras["result"]["he_key_bytes"] / (2 * degree * bits / 8)
+    ctx = prepare(RunConfig(scenario=scenario, model="mlp", hidden=(4,), attack="analytic"))
+    ratio = ctx.base.he_key_bytes / (2 * degree * bits / 8)
     assert 1.0 <= ratio <= 1.35, ratio
 
 

@@ -69,7 +69,8 @@ def _secret_patterns(scenario) -> list[bytes]:
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_observation_holds_no_truth_no_secret_no_seed(case):
     fields = {"model": "mlp", "hidden": (8,), "data": "digits", "batch": 4, "index": 10, "seed": SEED, **case}
-    scenario, obs, truth = prepare(RunConfig(**fields), key_seed=KEY)
+    ctx = prepare(RunConfig(**fields), key_seed=KEY)
+    scenario, obs, truth = ctx.scenario, ctx.observation, ctx.truth
     blob = pickle.dumps(obs)
     truth_patterns = _patterns_of_array(truth.inputs.numpy()) + _patterns_of_array(truth.plaintext.numpy())
     labels = truth.labels.numpy()
@@ -94,5 +95,5 @@ def test_the_key_search_finds_a_key_seed_however_it_is_kept(stored):
 
 
 def test_the_truth_search_finds_inputs_where_they_live():
-    _, obs, truth = prepare(RunConfig(model="mlp", hidden=(8,), batch=4, seed=SEED))
+    truth = prepare(RunConfig(model="mlp", hidden=(8,), batch=4, seed=SEED)).truth
     assert any(p in pickle.dumps(truth.inputs) for p in _patterns_of_array(truth.inputs.numpy()))

@@ -8,9 +8,9 @@ those derivations, to identify the run seed from the Observation alone. For each
 the way the code does from public values (`he_leak.runner.prepare` with the public config at that seed) and tries to
 decrypt the victim's ciphertext. No candidate may decrypt.
 
-Only interfaces that also exist before the fix are used (`prepare(cfg)`, `run_one(cfg)`, `scenario.enc`,
-`scenario.packing`, the Truth's `hidden`, `he_leak.seeds.derive`), so this file, run against commit 802b6f8, finds
-the key there (the reviewer's finding); see the report of issue 16.
+Written first against the interfaces of commit 802b6f8 (`prepare(cfg)` returning (scenario, observation, truth),
+the Truth's `extras["hidden"]`), where it finds the key (the reviewer's finding; see the closing note of issue 16);
+since then `prepare` returns a RunContext and the Truth holds `ciphertexts`.
 """
 
 from __future__ import annotations
@@ -145,13 +145,14 @@ def victim_ciphertext(scenario, truth) -> tuple[object, np.ndarray, object]:
     if scenario.name == "he-aggregate":  # the client's packed encryption (its key holder, its key)
         plain = truth.plaintext[0].double().flatten().numpy()
         return scenario.packing.encrypt(plain), plain, lambda s, c: s.packing.decrypt(c)
-    return truth.extras["hidden"][0], truth.plaintext[0].double().flatten().numpy(), lambda s, c: s.enc.decrypt(c)
+    return truth.ciphertexts[0], truth.plaintext[0].double().flatten().numpy(), lambda s, c: s.enc.decrypt(c)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_the_attacker_cannot_rebuild_the_key(case: str) -> None:
     cfg = RunConfig(**{**COMMON, **CASES[case]})
-    scenario, obs, truth = prepare(cfg)
+    ctx = prepare(cfg)
+    scenario, obs, truth = ctx.scenario, ctx.observation, ctx.truth
     row = json.loads(json.dumps(run_one(cfg).to_dict()))  # the Result's JSON, as published
     targets = public_ints(obs) | public_ints(row)
     stated = row["config"]["seed"]
@@ -165,7 +166,7 @@ def test_the_attacker_cannot_rebuild_the_key(case: str) -> None:
         assert SEED in found, "the search should identify the run seed from the public handle's randomness"
     cipher, plain, decrypt = victim_ciphertext(scenario, truth)
     for candidate in sorted(found | {stated}):
-        rebuilt, _, _ = prepare(dataclasses.replace(cfg, seed=candidate))
+        rebuilt = prepare(dataclasses.replace(cfg, seed=candidate)).scenario
         error = float(np.abs(np.asarray(decrypt(rebuilt, cipher), np.float64)[: plain.size] - plain).max())
         assert not error <= DECRYPTS, (
             f"{case}: the attacker rebuilt the key holder from run seed {candidate} (stated in the Result: "

@@ -92,7 +92,7 @@ def test_a_key_seed_never_goes_to_the_attackers_side() -> None:
 # --------------------------------------------------------------------------------------------- one run
 def test_same_secret_same_ciphertexts_another_secret_fresh_ones() -> None:
     cfg = RunConfig(**CKKS, batch=2)
-    views = [prepare(cfg, key_seed=k)[2].inputs.numpy() for k in (KEY, KEY, OTHER, None)]
+    views = [prepare(cfg, key_seed=k).truth.inputs.numpy() for k in (KEY, KEY, OTHER, None)]
     np.testing.assert_array_equal(views[0], views[1])
     assert not np.array_equal(views[0], views[2]) and not np.array_equal(views[0], views[3])
 

@@ -121,7 +121,7 @@ def test_relu_gives_partial_forward_constraints():
 
 def test_batch_is_refused_with_a_reason():
     cfg = RunConfig(attack="layerwise", model="mlp", hidden=(32,), batch=2, data="digits")
-    _, obs, _ = prepare(cfg)
+    obs = prepare(cfg).observation
     with pytest.raises(AttackFailed, match="batch 1.*analytic"):
         attack(obs)
 

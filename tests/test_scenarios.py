@@ -2,7 +2,6 @@
 scenario's own computation, runs are reproducible, options a scenario does not use are refused; plus ckks-input's
 per-sample success rule and he-train / he-aggregate specifics."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -62,7 +61,8 @@ def _close(got, want, rtol, atol=0.0, mask=None):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_observed_gradient_matches_a_float64_reference(case):
-    scenario, obs, truth = prepare(_cfg(case))
+    ctx = prepare(_cfg(case))
+    scenario, obs, truth = ctx.scenario, ctx.observation, ctx.truth
     if case.startswith("he-aggregate-server"):  # client 0's visible entries, in the clear
         b = scenario.cfg.batch
         ref = _reference(obs.model, truth.inputs[:b], truth.labels[:b], obs.loss)
@@ -118,9 +118,10 @@ def test_he_aggregate_server_sees_nothing_when_everything_is_encrypted():
 
 
 def test_ckks_input_view_is_the_ciphertext_and_plaintext_is_hidden():
-    scenario, obs, truth = prepare(RunConfig(scenario="ckks-input", model="mlp", hidden=(8,), data="faces"))
+    ctx = prepare(RunConfig(scenario="ckks-input", model="mlp", hidden=(8,), data="faces"))
+    scenario, obs, truth = ctx.scenario, ctx.observation, ctx.truth
     assert obs.input_shape == (65536,) and obs.quantum == pytest.approx(1 / 255)
-    (hidden,) = truth.extras["hidden"]
+    (hidden,) = truth.ciphertexts
     np.testing.assert_allclose(scenario.enc.decrypt(hidden), truth.plaintext.reshape(-1).numpy(),
                                atol=scenario.enc.precision)  # fmt: skip
     np.testing.assert_array_equal(scenario.enc.view(hidden), truth.inputs[0].numpy())
@@ -128,7 +129,7 @@ def test_ckks_input_view_is_the_ciphertext_and_plaintext_is_hidden():
 
 @pytest.mark.parametrize("encryptor", ["ckks", "bfv", "permute", "linear-mask"])
 def test_ckks_input_public_handle_cannot_decrypt(encryptor):
-    _, obs, _ = prepare(RunConfig(scenario="ckks-input", encryptor=encryptor, model="mlp", hidden=(8,)))
+    obs = prepare(RunConfig(scenario="ckks-input", encryptor=encryptor, model="mlp", hidden=(8,))).observation
     with pytest.raises(MissingKeyError):
         obs.public.decrypt(obs.public.unview(np.zeros(obs.public.view_size, np.float32)))
 
@@ -158,15 +159,15 @@ def test_insecure_parameters_are_refused_then_recorded():
 
 def _score_view(cfg: RunConfig, flip: int) -> Result:
     """Score a ckks-input 'reconstruction' that is the true view with `flip` bytes changed by one step."""
-    scenario, obs, truth = prepare(cfg)
+    ctx = prepare(cfg)
+    scenario, obs, truth = ctx.scenario, ctx.observation, ctx.truth
     view = truth.inputs.clone()
     where = np.random.default_rng(0).choice(view.shape[1], size=flip, replace=False)
     codes = torch.round(view[0, where] * 255)
     view[0, where] = torch.where(codes < 255, codes + 1, codes - 1) / 255
     base = Result(scenario=cfg.scenario, encryptor="ckks", model=cfg.model, attack="fake", data=cfg.data, index=0,
                   seed=0, batch=1, device="cpu")  # fmt: skip
-    return dataclasses.replace(score(scenario, obs, truth, Reconstruction(inputs=view, labels=truth.labels),
-                                     base).result)  # fmt: skip
+    return score(scenario, obs, truth, ctx.pool, Reconstruction(inputs=view, labels=truth.labels), base).result
 
 
 @pytest.mark.parametrize("flip", [0, 1, 65])

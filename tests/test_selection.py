@@ -110,7 +110,7 @@ AGG = dict(scenario="he-aggregate", role="server", model="mlp", hidden=(8,), dat
 
 
 def test_the_mask_does_not_depend_on_the_attacked_batch():
-    masks = [prepare(RunConfig(**AGG, index=i))[1].mask for i in (0, 500)]
+    masks = [prepare(RunConfig(**AGG, index=i)).observation.mask for i in (0, 500)]
     assert all(torch.equal(a, b) for a, b in zip(*masks, strict=True))
     share = sum(int((~m).sum()) for m in masks[0]) / sum(m.numel() for m in masks[0])
     assert share == pytest.approx(0.3, abs=1e-3)
@@ -120,7 +120,8 @@ def test_the_aggregated_map_is_the_sum_of_the_clients_maps():
     """Two clients, each with its own seeded samples: the CKKS-summed map equals the plaintext sum of the exact
     maps of each client's samples."""
     cfg = RunConfig(**AGG, clients=2)
-    scenario, obs, _ = prepare(cfg)
+    ctx = prepare(cfg)
+    scenario, obs = ctx.scenario, ctx.observation
     ds, draws = scenario.client_data()
     assert len(draws) == 2 and not np.array_equal(draws[0], draws[1])
     want = [sum(parts) for parts in zip(*(exact(obs.model, torch.from_numpy(ds.images[d]),
@@ -135,7 +136,8 @@ def test_the_aggregated_map_is_the_sum_of_the_clients_maps():
 
 
 def test_hutchinson_option_runs_and_is_refused_where_meaningless():
-    scenario, obs, _ = prepare(RunConfig(**{**AGG, "sensitivity": "hutchinson"}))
+    ctx = prepare(RunConfig(**{**AGG, "sensitivity": "hutchinson"}))
+    scenario, obs = ctx.scenario, ctx.observation
     assert scenario.he_params()["sensitivity"] == "hutchinson"
     assert sum(int((~m).sum()) for m in obs.mask) == round(0.3 * sum(m.numel() for m in obs.mask))
     for bad in (dict(select="random"), dict(encrypt_layers="^1"), dict(scenario="plain")):

@@ -10,10 +10,12 @@ import torch
 from torch import nn
 
 from he_leak.config import RunConfig
+from he_leak.data import Dataset
+from he_leak.data.prior import Prior
 from he_leak.errors import ConfigError
 from he_leak.models import ModelSpec
 from he_leak.models.losses import LOSSES
-from he_leak.records import Observation, Reconstruction, Truth
+from he_leak.records import Observed, Reconstruction, Truth
 from he_leak.registry import Registry
 from he_leak.scenarios import defences
 from he_leak.seeds import KeySeed
@@ -30,6 +32,21 @@ class Estimates:
     decrypts: torch.Tensor | None = None  # per sample: did the recovered input decrypt at all
     by_learner: dict[str, torch.Tensor] = field(default_factory=dict)  # every keyless learner's estimate
     chosen: str | None = None  # the learner the attacker picked (by its own validation error)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The attacker's public data: the dataset without the attacked samples (`targets` are left out of anything the
+    attacker fits) and the label-aware prior computed on it."""
+
+    dataset: Dataset
+    targets: np.ndarray
+    prior: Prior
+
+    @property
+    def others(self) -> np.ndarray:
+        """Indices of the dataset's samples other than the attacked ones."""
+        return np.setdiff1d(np.arange(len(self.dataset)), self.targets)
 
 
 @dataclass(frozen=True)
@@ -137,13 +154,13 @@ class Scenario(ABC):
         """Shape of one model input for images of `image_shape`."""
 
     @abstractmethod
-    def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[Observation, Truth]:
-        """The attacker's Observation, and the Truth kept aside for scoring."""
+    def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Observed:
+        """The attacker's Observation, the Truth kept aside for scoring and what the HE work cost."""
 
     @abstractmethod
-    def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None) -> Estimates:
-        """Plaintext estimates from the reconstructed inputs and the labels the attacker recovered (None: none);
-        the Truth only supplies image shapes, the attacker's public data pool and key-holder data."""
+    def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None, pool: Pool) -> Estimates:
+        """Plaintext estimates from the reconstructed inputs and the labels the attacker recovered (None: none),
+        with the attacker's public data (`pool`); the Truth only supplies image shapes and key-holder data."""
 
     def recovered(self, sample: SampleScores) -> bool:
         """Per-sample recovery (DESIGN.md): the attacker's plaintext estimate reaches success_psnr."""

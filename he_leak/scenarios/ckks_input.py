@@ -21,8 +21,8 @@ from torch import nn
 
 from encryptors import make_encryptor
 from he_leak.errors import CiphertextError, ConfigError
-from he_leak.records import Observation, Reconstruction, Truth
-from he_leak.scenarios.base import SCENARIOS, Estimates, SampleScores, Scenario, shared_gradient
+from he_leak.records import HeCost, Observation, Observed, Reconstruction, Truth
+from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, SampleScores, Scenario, shared_gradient
 from he_leak.scenarios.keyless import KeylessDecoder, chosen_plaintexts
 from he_leak.seeds import PublicSeed, derive
 
@@ -84,7 +84,7 @@ class CkksInput(Scenario):
     def he_params(self) -> dict[str, object] | None:
         return self.enc.describe()
 
-    def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[Observation, Truth]:
+    def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Observed:
         if self.enc is None:
             raise ConfigError("ckks-input: input_shape() must be called before observe()")
         hidden = [self.enc.encrypt(img.reshape(-1).double().numpy()) for img in images]
@@ -100,8 +100,8 @@ class CkksInput(Scenario):
             public=self.enc.public(seed=PublicSeed.of(self.cfg.seed, "attacker")),  # the attacker's own randomness
             loss=self.loss,
         )
-        extras = {"hidden": hidden, "result": {"he_key_bytes": self.enc.public_key_bytes()}}
-        return obs, Truth(inputs=views, labels=labels, plaintext=images, extras=extras)
+        truth = Truth(inputs=views, labels=labels, plaintext=images, ciphertexts=tuple(hidden))
+        return Observed(obs, truth, HeCost(key_bytes=self.enc.public_key_bytes()))
 
     def training_inputs(self, images: np.ndarray) -> tuple[torch.Tensor, tuple[int, ...]]:
         """Every image encrypted once under the client's key, as views (kept as byte codes when the view is
@@ -117,11 +117,10 @@ class CkksInput(Scenario):
         n = math.prod(image_shape)
         return min(n + DECODER_EXTRA, max(DECODER_MIN, DECODER_VALUES // n))
 
-    def fit_decoder(self, truth: Truth) -> KeylessDecoder:
+    def fit_decoder(self, pool: Pool) -> KeylessDecoder:
         """The attacker's keyless decoders, fitted on chosen plaintexts it encrypts itself (public-key schemes) or
         has the client encrypt (keyless schemes); the attacked samples are never among them."""
-        ds, prior = truth.extras["dataset"], truth.extras["prior"]
-        keep = np.setdiff1d(np.arange(len(ds)), truth.extras["targets"])
+        ds, prior, keep = pool.dataset, pool.prior, pool.others
         n = math.prod(self.image_shape)
         count = self.decoder_samples(self.image_shape)
         seed = derive(self.cfg.seed, "attacker", "decoder")
@@ -135,9 +134,9 @@ class CkksInput(Scenario):
         means = prior.class_means.reshape(self.cfg.classes, -1)
         return KeylessDecoder(classes=self.cfg.classes, seed=seed).fit(views, plains, soft, means)
 
-    def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None) -> Estimates:
-        decoder = self.fit_decoder(truth)
-        prior = truth.extras["prior"]
+    def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None, pool: Pool) -> Estimates:
+        decoder = self.fit_decoder(pool)
+        prior = pool.prior
         views = rec.inputs.detach().cpu().double().numpy()
         shape = truth.plaintext.shape
         if labels is None:

@@ -28,8 +28,8 @@ from encryptors.packing import GradientPacker, PackingParams
 from he_leak.data import Dataset, load_dataset
 from he_leak.errors import ConfigError
 from he_leak.models import shape_model
-from he_leak.records import Observation, Reconstruction, Truth
-from he_leak.scenarios.base import SCENARIOS, Estimates, Scenario, shared_gradient
+from he_leak.records import HeCost, Observation, Observed, Reconstruction, Truth
+from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, Scenario, shared_gradient
 from he_leak.scenarios.selection import select
 from he_leak.scenarios.sensitivity import check_exact, client_map, client_samples
 from he_leak.seeds import derive
@@ -103,7 +103,7 @@ class HeAggregate(Scenario):
         return {**self.packing.describe(), "encrypted_fraction": getattr(self, "encrypted", None),
                 **getattr(self, "map_info", {})}
 
-    def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[Observation, Truth]:
+    def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Observed:
         k, b = self.cfg.clients, self.cfg.batch
         per_client = [self.share(shared_gradient(model, images[i * b : (i + 1) * b], labels[i * b : (i + 1) * b],
                                                  loss=self.loss), client=i) for i in range(k)]  # fmt: skip
@@ -121,18 +121,18 @@ class HeAggregate(Scenario):
             sent, aggregate = [], np.zeros(0)
         seconds = time.perf_counter() - start
         self.encrypted = encrypted_share(mask)
-        extras = {"result": {"he_seconds": seconds, "he_bytes": int(sum(c.nbytes for c in sent)),
-                             "he_key_bytes": self.packing.public_key_bytes()}}  # fmt: skip
+        cost = HeCost(seconds=seconds, bytes=int(sum(c.nbytes for c in sent)),
+                      key_bytes=self.packing.public_key_bytes())
         if self.cfg.role == "client":  # a key holder: the decrypted aggregate plus the aggregated clear part
             grads = unflatten(aggregate, mean, mask, encrypted=True, into=mean)
             obs = Observation(model=model, gradients=grads, input_shape=tuple(images.shape[1:]), batch=k * b,
                               classes=self.cfg.classes, loss=self.loss)  # fmt: skip
-            return obs, Truth(inputs=images, labels=labels, plaintext=images, extras=extras)
+            return Observed(obs, Truth(inputs=images, labels=labels, plaintext=images), cost)
         visible = tuple(~m for m in mask)
         clear = tuple(g * v for g, v in zip(per_client[0], visible, strict=True))
         obs = Observation(model=model, gradients=clear, input_shape=tuple(images.shape[1:]), batch=b,
                           classes=self.cfg.classes, loss=self.loss, mask=visible)  # fmt: skip
-        return obs, Truth(inputs=images[:b], labels=labels[:b], plaintext=images[:b], extras=extras)
+        return Observed(obs, Truth(inputs=images[:b], labels=labels[:b], plaintext=images[:b]), cost)
 
     def client_data(self) -> tuple[Dataset, list[np.ndarray]]:
         """The dataset and each client's own samples (indices) for its sensitivity map: `sensitivity_samples` per
@@ -170,7 +170,7 @@ class HeAggregate(Scenario):
         return tuple(part.reshape(p.shape) for part, p in zip(total.split([p.numel() for p in model.parameters()]),
                                                               model.parameters(), strict=True))  # fmt: skip
 
-    def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None) -> Estimates:
+    def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None, pool: Pool) -> Estimates:
         return Estimates(keyless=rec.inputs.reshape(truth.plaintext.shape))
 
 

@@ -32,8 +32,8 @@ from encryptors.circuit import MAX_FLOOD_BITS, CkksCircuit, plan_circuit
 from encryptors.circuit_cost import CostOps
 from he_leak.errors import ConfigError, ParameterError
 from he_leak.models.losses import LOSSES
-from he_leak.records import Observation, Reconstruction, Truth
-from he_leak.scenarios.base import SCENARIOS, Estimates, Scenario, shared_gradient
+from he_leak.records import HeCost, Observation, Observed, Reconstruction, Truth
+from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, Scenario, shared_gradient
 from he_leak.scenarios.he_program import backprop, batch_gradient, layers_of
 from he_leak.seeds import derive
 
@@ -142,7 +142,7 @@ class HeTrain(Scenario):
         exact = shared if flood is None else [mean(circuit.decrypt(c), s) for c, s in zip(total, shapes, strict=True)]
         return HeRound(shared, exact, sent, dict(sorted(ev.ops.items())), [c.level for c in total])
 
-    def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[Observation, Truth]:
+    def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Observed:
         circuit, period, keygen = self._circuit(model, images[0].double().flatten().numpy())
         start = time.perf_counter()
         he = self.encrypted_gradient(circuit, period, model, images, labels)
@@ -167,13 +167,11 @@ class HeTrain(Scenario):
                                                                                             strict=True))  # fmt: skip
         error = relative_error(he.shared, reference)
         key_bytes = circuit.evaluator(seed=derive(self.cfg.seed, "server")).key_bytes()
-        extras = {"result": {"he_seconds": seconds, "he_bytes": he.sent, "he_gradient_error": error,
-                             "he_key_bytes": key_bytes}}  # fmt: skip
-        if self.cfg.train_steps:
-            extras["result"]["he_training"] = self.train(circuit, period, model, images, labels)
+        training = self.train(circuit, period, model, images, labels) if self.cfg.train_steps else None
+        cost = HeCost(seconds=seconds, bytes=he.sent, key_bytes=key_bytes, gradient_error=error, training=training)
         obs = Observation(model=model, gradients=self.share(decrypted), input_shape=tuple(images.shape[1:]),
                           batch=len(images), classes=self.cfg.classes, loss=self.loss)  # fmt: skip
-        return obs, Truth(inputs=images, labels=labels, plaintext=images, extras=extras)
+        return Observed(obs, Truth(inputs=images, labels=labels, plaintext=images), cost)
 
     def train(self, circuit: CkksCircuit, period: int, model: nn.Module, images: torch.Tensor,
               labels: torch.Tensor) -> dict[str, object]:  # fmt: skip
@@ -212,7 +210,7 @@ class HeTrain(Scenario):
     def he_params(self) -> dict[str, object] | None:
         return getattr(self, "params", None)
 
-    def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None) -> Estimates:
+    def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None, pool: Pool) -> Estimates:
         return Estimates(keyless=rec.inputs.reshape(truth.plaintext.shape))
 
 

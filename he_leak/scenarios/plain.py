@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from he_leak.records import Observation, Reconstruction, Truth
-from he_leak.scenarios.base import SCENARIOS, Estimates, Scenario, shared_gradient
+from he_leak.records import Observation, Observed, Reconstruction, Truth
+from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, Scenario, shared_gradient
 
 
 @SCENARIOS.register("plain")
@@ -18,7 +19,7 @@ class Plain(Scenario):
     def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(image_shape)
 
-    def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[Observation, Truth]:
+    def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Observed:
         grads = self.share(shared_gradient(model, images, labels, loss=self.loss))
         obs = Observation(
             model=model,
@@ -28,7 +29,7 @@ class Plain(Scenario):
             classes=self.cfg.classes,
             loss=self.loss,
         )
-        return obs, Truth(inputs=images, labels=labels, plaintext=images)
+        return Observed(obs, Truth(inputs=images, labels=labels, plaintext=images))
 
-    def interpret(self, rec: Reconstruction, truth: Truth, labels=None) -> Estimates:
+    def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None, pool: Pool) -> Estimates:
         return Estimates(keyless=rec.inputs.reshape(truth.plaintext.shape))

@@ -17,7 +17,7 @@ import numpy as np
 from he_leak.attacks.labels import recover_labels
 from he_leak.errors import AttackFailed
 from he_leak.records import KEY_HOLDER, KEYLESS, PRIOR, Observation, Reconstruction, Result, Truth
-from he_leak.scenarios.base import SampleScores, Scenario
+from he_leak.scenarios.base import Pool, SampleScores, Scenario
 from he_leak.scoring.metrics import image_scores, label_accuracy, match, mse, psnr, symbol_exact
 
 
@@ -42,16 +42,17 @@ def attacker_labels(obs: Observation, rec: Reconstruction) -> np.ndarray | None:
         return None
 
 
-def prior_scores(truth: Truth, labels: np.ndarray | None) -> tuple[float, list[float]]:
+def prior_scores(truth: Truth, pool: Pool, labels: np.ndarray | None) -> tuple[float, list[float]]:
     """Mean and per-sample PSNR of the prior images (class means of the recovered labels, matched to the truth)."""
     plain = truth.plaintext.double().numpy()
-    guess = truth.extras["prior"].images(labels, len(plain))
+    guess = pool.prior.images(labels, len(plain))
     order = match(guess, plain)
     scores = [psnr(g, t) for g, t in zip(guess[order], plain, strict=True)]
     return float(np.mean(scores)), scores
 
 
-def score(scenario: Scenario, obs: Observation, truth: Truth, rec: Reconstruction, base: Result) -> Outcome:
+def score(scenario: Scenario, obs: Observation, truth: Truth, pool: Pool, rec: Reconstruction,
+          base: Result) -> Outcome:  # fmt: skip
     """Fill the Result's metrics from a reconstruction (see the module docstring)."""
     rec_x = rec.inputs.detach().cpu().double()
     true_x = truth.inputs.double()
@@ -60,7 +61,7 @@ def score(scenario: Scenario, obs: Observation, truth: Truth, rec: Reconstructio
         rec, inputs=rec_x[order], labels=None if rec.labels is None else rec.labels.detach().cpu()[order]
     )
     labels = attacker_labels(obs, rec)
-    est = scenario.interpret(rec, truth, labels)
+    est = scenario.interpret(rec, truth, labels, pool)
     plain = truth.plaintext.double().numpy()
     b = len(plain)
     fields: dict[str, object] = {"iterations": rec.iterations, "error": rec.error}
@@ -91,7 +92,7 @@ def score(scenario: Scenario, obs: Observation, truth: Truth, rec: Reconstructio
     if est.decrypts is not None:
         decrypts = [bool(v) for v in est.decrypts]
         fields["decrypts"] = all(decrypts)
-    prior, prior_psnrs = prior_scores(truth, labels)
+    prior, prior_psnrs = prior_scores(truth, pool, labels)
     fields["prior_psnr"] = prior
     fields["visible_fraction"] = visible_fraction(obs)
     per_sample = {KEYLESS: keyless_psnrs, KEY_HOLDER: key_psnrs, PRIOR: prior_psnrs}
@@ -129,14 +130,14 @@ def _input_fields(obs: Observation, rec: Reconstruction, truth: Truth, fields: d
     return exact
 
 
-def prior_only(truth: Truth, obs: Observation, base: Result) -> Result:
+def prior_only(truth: Truth, obs: Observation, pool: Pool, base: Result) -> Result:
     """A failed attack's row still carries the prior the attacker has from what it sees (no estimate: the row says
     the attack failed, it is not scored as if the attacker had guessed the prior)."""
     try:
         labels = recover_labels(obs).numpy() if obs.batch == 1 else None
     except AttackFailed:
         labels = None
-    prior, per_sample = prior_scores(truth, labels)
+    prior, per_sample = prior_scores(truth, pool, labels)
     return dataclasses.replace(base, prior_psnr=prior, sample_psnrs={PRIOR: _listed(per_sample)},
                                visible_fraction=visible_fraction(obs))  # fmt: skip
 
