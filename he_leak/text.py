@@ -1,9 +1,12 @@
-"""Small text helpers shared by the experiment pipeline: one-line error messages, short numbers, run names."""
+"""Small text and number helpers shared by the experiment pipeline and the reports: one-line error messages, short
+numbers, run names, finite medians."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -18,6 +21,30 @@ def one_line(error: BaseException | str) -> str:
 def num(value: float | None) -> str:
     """A number in 4 significant digits, or an em dash for None."""
     return "—" if value is None else f"{value:.4g}"
+
+
+def finite(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def median_of(values: Iterable[Any]) -> float | None:
+    """The median of the finite numbers among `values` (None when there is none)."""
+    numbers = [float(v) for v in values if finite(v)]
+    return float(statistics.median(numbers)) if numbers else None
+
+
+def fixed(value: float | None, digits: int = 1, *, sign: bool = False) -> str:
+    """`value` with `digits` decimals (a sign when `sign`; never "-0.0"), or an em dash for None."""
+    if value is None:
+        return "—"
+    value = round(value, digits) + 0.0
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def encryptor_name(value: Any) -> str:
+    """An encryptor as a table shows it: "none" for no encryption."""
+    return "none" if value in (None, "", "none") else str(value)
 
 
 def show(value: Any) -> str:

@@ -252,7 +252,7 @@ def test_output_folder_is_checked_first(tmp_path: Path) -> None:
     path = write(tmp_path, BASIC)
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    for out, fragment in ((blocker, "a file is in the way"), (blocker / "sub", "is a file"),
+    for out, fragment in ((blocker, "is a file, not a folder"), (blocker / "sub", "is a file"),
                           (Path("/proc/sys/he-leak-test/out"), "not writable")):  # fmt: skip
         runner = CountingRunner()
         with pytest.raises(ConfigError, match=fragment):

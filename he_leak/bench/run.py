@@ -263,22 +263,26 @@ def _alone(method: str, options: AttackOptions, obs: Observation) -> Reconstruct
         return e
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m he_leak.bench.run", description=__doc__.splitlines()[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The bench's options (one set for `he-leak bench` and `python -m he_leak.bench.run`)."""
     ap.add_argument("--pairs", type=int, default=10, help="number of (image, seed) pairs")
     ap.add_argument("--steps", type=int, default=300, help="step budget (LBFGS.step calls) per run")
-    ap.add_argument("--classes", type=int, default=100)
-    ap.add_argument("--data", default="photos")
-    ap.add_argument("--device", default="all", help="all (CPU, and CUDA when present), auto, cpu or cuda")
+    ap.add_argument("--classes", type=int, default=100, help="classes of the LeNet (default 100, as the DLG paper)")
+    ap.add_argument("--data", default="photos", help="dataset of the pairs (default photos: 32×32 RGB crops)")
+    ap.add_argument("--device", default="all", choices=("all", "auto", "cpu", "cuda"),
+                    help="all: CPU, and CUDA when present")  # fmt: skip
     ap.add_argument("--methods", default="original,dlg,idlg,ig,analytic", help="comma-separated bench methods")
     ap.add_argument("--x-tol", type=float, default=DEFAULT_X_TOL,
                     help=f"dlg/idlg attacker-side stop (default {DEFAULT_X_TOL:g}; 0: run to the loss tolerance)")
     ap.add_argument("--batched", type=int, default=0, help="also time K runs batched against one by one")
     ap.add_argument("--batched-method", default="dlg", choices=BATCHED_METHODS, help="the attack --batched times")
     ap.add_argument("--rounds", type=int, default=1, help="alternations of the batched comparison")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, all cores)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
-    args = ap.parse_args(argv)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the bench the parsed options ask for and print its report."""
     console = None
     if not args.json:
         from rich.console import Console
@@ -287,11 +291,16 @@ def main(argv: list[str] | None = None) -> int:
     methods = tuple(m for m in args.methods.split(",") if m)
     report = bench(pairs=args.pairs, steps=args.steps, classes=args.classes, data=args.data, device=args.device,
                    methods=methods, x_tol=args.x_tol, threads=args.threads, batched=args.batched,
-                   batched_method=args.batched_method,
-                   rounds=args.rounds, console=console)  # fmt: skip
+                   batched_method=args.batched_method, rounds=args.rounds, console=console)  # fmt: skip
     if args.json:
         print(json.dumps(report.to_dict(), default=str, indent=1))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m he_leak.bench.run", description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return run_from_args(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

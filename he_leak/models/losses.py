@@ -71,8 +71,3 @@ POLY_SIGMOID = register(
         sigmoid3,
     )
 )
-
-
-def get_loss(name: str) -> Loss:
-    """The registered loss `name` (ConfigError listing the known ones otherwise)."""
-    return LOSSES[name]

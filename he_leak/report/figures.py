@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from he_leak.config import run_hash
 from he_leak.errors import DataError
 from he_leak.report.expectations import Plot
+from he_leak.text import encryptor_name
 
 PANEL_ORDER = ("truth", "view", "recovered_view", "decrypted", "keyless")
 PANEL_LABELS = {
@@ -116,10 +117,6 @@ def _slug(*parts: Any) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join("none" if p is None else str(p) for p in parts)).strip("-")
 
 
-def _enc(value: Any) -> str:
-    return "none" if value in (None, "", "none") else str(value)
-
-
 def _load_panels(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -137,7 +134,8 @@ def experiment_figures(
     written: list[Path] = []
     groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row.get("scenario"), _enc(row.get("encryptor")), row.get("attack")), []).append(row)
+        key = (row.get("scenario"), encryptor_name(row.get("encryptor")), row.get("attack"))
+        groups.setdefault(key, []).append(row)
     for (scenario, encryptor, attack), group in groups.items():
         shown = []
         for row in group:
@@ -185,7 +183,7 @@ def _runs_figure(shown: Sequence[tuple[Mapping[str, Any], Mapping[str, np.ndarra
 def _psnr_figure(rows: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     groups: dict[tuple[Any, Any], dict[Any, list[Mapping[str, Any]]]] = {}
     for row in rows:
-        by_attack = groups.setdefault((row.get("scenario"), _enc(row.get("encryptor"))), {})
+        by_attack = groups.setdefault((row.get("scenario"), encryptor_name(row.get("encryptor"))), {})
         by_attack.setdefault(row.get("attack"), []).append(row)
 
     def values(rs: Sequence[Mapping[str, Any]], key: str) -> list[float]:

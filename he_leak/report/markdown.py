@@ -7,13 +7,13 @@ import io
 import json
 import math
 import os
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from he_leak.records import RESULT_KEYS
 from he_leak.report import protection
+from he_leak.text import encryptor_name, finite, fixed, median_of
 
 DEFAULT_SYMBOL_EXACT = 0.999
 GROUP_KEYS = ("scenario", "encryptor", "attack")
@@ -70,22 +70,8 @@ def _value(key: str, value: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------- statistics
-def _numbers(rows: Sequence[Row], key: str) -> list[float]:
-    out = []
-    for row in rows:
-        v = row.get(key)
-        if isinstance(v, bool) or (isinstance(v, int | float) and math.isfinite(v)):
-            out.append(float(v))
-    return out
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _median(rows: Sequence[Row], key: str) -> float | None:
-    values = _numbers(rows, key)
-    return float(statistics.median(values)) if values else None
+    return median_of(r.get(key) for r in rows)
 
 
 def _count(rows: Sequence[Row], key: str) -> tuple[int, int]:
@@ -103,22 +89,15 @@ def _symbol_threshold(row: Row) -> float:
     return float(value) if isinstance(value, int | float) else DEFAULT_SYMBOL_EXACT
 
 
-def _f(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def _rate(hits: int, n: int) -> str:
     return "—" if n == 0 else f"{hits}/{n} ({100 * hits / n:.0f}%)"
-
-
-def _enc(value: Any) -> str:
-    return "none" if value in (None, "", "none") else str(value)
 
 
 def _groups(rows: Sequence[Row], keys: Sequence[str]) -> dict[tuple[Any, ...], list[Row]]:
     out: dict[tuple[Any, ...], list[Row]] = {}
     for row in rows:
-        out.setdefault(tuple(_enc(row.get(k)) if k == "encryptor" else row.get(k) for k in keys), []).append(row)
+        key = tuple(encryptor_name(row.get(k)) if k == "encryptor" else row.get(k) for k in keys)
+        out.setdefault(key, []).append(row)
     return out
 
 
@@ -153,15 +132,15 @@ def _table_cells(rows: Sequence[Row]) -> list[str]:
     return [
         str(len(rows)),
         _rate(success, len(rows)),
-        _f(_median(rows, "plaintext_psnr"), 2),
-        _f(_median(rows, "prior_psnr"), 2),
-        _f(_median(rows, "plaintext_ssim"), 3),
-        _f(_median(rows, "input_psnr"), 2),
-        _f(_median(rows, "symbol_exact"), 4),
+        fixed(_median(rows, "plaintext_psnr"), 2),
+        fixed(_median(rows, "prior_psnr"), 2),
+        fixed(_median(rows, "plaintext_ssim"), 3),
+        fixed(_median(rows, "input_psnr"), 2),
+        fixed(_median(rows, "symbol_exact"), 4),
         _rate(*_count(rows, "decrypts")),
-        _f(_median(rows, "key_plaintext_psnr"), 2),
-        _f(_median(rows, "utility"), 3),
-        _f(_median(rows, "seconds"), 2),
+        fixed(_median(rows, "key_plaintext_psnr"), 2),
+        fixed(_median(rows, "utility"), 3),
+        fixed(_median(rows, "seconds"), 2),
         str(len(_failures(rows))),
     ]
 
@@ -218,7 +197,7 @@ def _input_sentence(by_attack: Mapping[tuple[Any, ...], list[Row]]) -> list[str]
     if not scored:
         return []
     attack, rows, best = max(scored, key=lambda s: s[2])
-    values = [(r["symbol_exact"], _symbol_threshold(r)) for r in rows if _is_number(r.get("symbol_exact"))]
+    values = [(r["symbol_exact"], _symbol_threshold(r)) for r in rows if finite(r.get("symbol_exact"))]
     exact = sum(1 for v, t in values if v >= t)
     threshold = _symbol_threshold(rows[0])
     state = "is recovered" if exact == len(values) else ("is partly recovered" if exact else "is not recovered")

@@ -34,17 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from he_leak.records import KEY_HOLDER, KEYLESS, PRIOR
 from he_leak.report.stats import (
     CONFIDENCE,
-    KEY_HOLDER,
-    KEYLESS,
-    PRIOR,
-    finite,
     mean_interval,
     recovery_interval,
     sample_gains,
     sample_psnrs,
 )
+from he_leak.text import finite, fixed, median_of
 
 STOP_MARGIN_DB = 1.0  # a gain over the prior up to this many dB is "nothing beyond the prior"
 RECOVERY_LEVEL = 0.15  # "stops" needs the rate's upper confidence bound below this (0 of n: n >= 23 samples)
@@ -148,7 +146,7 @@ def attack_stats(attack: str, runs: Sequence[Row], estimate: str, count: str) ->
     error = next((str(r["error"]) for r in runs if r.get("error")), None)
     return AttackStats(
         attack=attack, runs=len(runs), failed=failed, n=n, k=k, rate_ci=recovery_interval(k, n),
-        psnr_median=_median(psnrs), psnr_worst=max(psnrs) if psnrs else None, prior_median=_median(priors),
+        psnr_median=median_of(psnrs), psnr_worst=max(psnrs) if psnrs else None, prior_median=median_of(priors),
         gain_mean=statistics.fmean(gains) if gains else None, gain_ci=mean_interval(gains), error=error,
     )  # fmt: skip
 
@@ -166,7 +164,7 @@ def judge(attacks: Sequence[AttackStats], rows: Sequence[Row]) -> tuple[str, str
         return NOT_STOPS, f"{best.k}/{best.n} samples recovered ({best.attack})"
     gain, ci, high = best.gain_mean, best.gain_ci, best.rate_ci[1]
     if ci is not None and ci[0] > STOP_MARGIN_DB:
-        return NOT_STOPS, f"{best.attack} gains {_f(gain, sign=True)} dB over the prior, interval {_ci(ci)} " \
+        return NOT_STOPS, f"{best.attack} gains {fixed(gain, sign=True)} dB over the prior, interval {_ci(ci)} " \
                           f"above +{STOP_MARGIN_DB:g} dB, though no sample reaches the recovery threshold"  # fmt: skip
     why = []
     if high >= RECOVERY_LEVEL:
@@ -179,7 +177,7 @@ def judge(attacks: Sequence[AttackStats], rows: Sequence[Row]) -> tuple[str, str
     if why:
         return INCONCLUSIVE, "; ".join(why)
     worse = "; the estimates are worse than the prior, which the attacker can keep" if ci[1] < -STOP_MARGIN_DB else ""
-    return STOPS, f"0/{best.n} recovered (rate at most {high:.2f}), mean gain {_f(gain, sign=True)} dB, interval " \
+    return STOPS, f"0/{best.n} recovered (rate at most {high:.2f}), mean gain {fixed(gain, sign=True)} dB, interval " \
                   f"{_ci(ci)} at most +{STOP_MARGIN_DB:g} dB{worse}"  # fmt: skip
 
 
@@ -204,28 +202,16 @@ def summarise(rows: Sequence[Row]) -> list[Cell]:
         measured = next((str(r["utility_measured"]) for r in cost if r.get("utility_measured")), None)
         cells.append(Cell(
             protection=name, attacker=who, attacks=tuple(stats), verdict=verdict, reason=reason,
-            utility=_median([r.get("utility") for r in cost]), utility_plain=_median([r.get("utility_plain")
+            utility=median_of([r.get("utility") for r in cost]), utility_plain=median_of([r.get("utility_plain")
                                                                                       for r in cost]),
-            utility_measured=measured, he_seconds=_median([r.get("he_seconds") for r in cost]),
-            he_bytes=_median([r.get("he_bytes") for r in cost]), rows=tuple(group),
+            utility_measured=measured, he_seconds=median_of([r.get("he_seconds") for r in cost]),
+            he_bytes=median_of([r.get("he_bytes") for r in cost]), rows=tuple(group),
         ))  # fmt: skip
     return cells
 
 
-def _median(values: Sequence[Any]) -> float | None:
-    numbers = [float(v) for v in values if finite(v)]
-    return float(statistics.median(numbers)) if numbers else None
-
-
-def _f(value: float | None, digits: int = 1, sign: bool = False) -> str:
-    if value is None:
-        return "—"
-    value = round(value, digits) + 0.0  # no "-0.0"
-    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-
-
 def _ci(ci: tuple[float, float] | None, digits: int = 1) -> str:
-    return "—" if ci is None else f"[{_f(ci[0], digits, True)}, {_f(ci[1], digits, True)}]"
+    return "—" if ci is None else f"[{fixed(ci[0], digits, sign=True)}, {fixed(ci[1], digits, sign=True)}]"
 
 
 def _bytes(value: float | None) -> str:
@@ -241,18 +227,18 @@ COLUMNS = ("protection", "attacker", "verdict", "best attack", "recovered (95% C
 def row_cells(cell: Cell) -> list[str]:
     """The table cells of one (protection, attacker)."""
     best = cell.best
-    utility = "—" if cell.utility is None else f"{cell.utility:.3f} (plain {_f(cell.utility_plain, 3)})"
+    utility = "—" if cell.utility is None else f"{cell.utility:.3f} (plain {fixed(cell.utility_plain, 3)})"
     if cell.utility is not None and cell.utility_measured:
         utility += f", {cell.utility_measured}"
     cost = "—" if cell.he_seconds is None else f"{cell.he_seconds:.2f} s, {_bytes(cell.he_bytes)}"
     if best is None:
         return [cell.protection, cell.attacker, cell.verdict, "—", "—", "—",
-                _f(_median([a.prior_median for a in cell.attacks])), "—", utility, cost]  # fmt: skip
+                fixed(median_of([a.prior_median for a in cell.attacks])), "—", utility, cost]  # fmt: skip
     low, high = best.rate_ci
     return [
         cell.protection, cell.attacker, cell.verdict, best.attack, f"{best.k}/{best.n} ({low:.2f}–{high:.2f})",
-        f"{_f(best.psnr_median)} / {_f(best.psnr_worst)}", _f(best.prior_median),
-        f"{_f(best.gain_mean, sign=True)} {_ci(best.gain_ci)}", utility, cost,
+        f"{fixed(best.psnr_median)} / {fixed(best.psnr_worst)}", fixed(best.prior_median),
+        f"{fixed(best.gain_mean, sign=True)} {_ci(best.gain_ci)}", utility, cost,
     ]  # fmt: skip
 
 
@@ -294,8 +280,8 @@ def sentence(cell: Cell) -> str:
     if (best := cell.best) is not None:
         low, high = best.rate_ci
         text += (f" Best attack {best.attack} ({len(cell.attacks)} tried): {best.k}/{best.n} recovered ({low:.2f}–"
-                 f"{high:.2f}), PSNR median {_f(best.psnr_median)} dB, worst {_f(best.psnr_worst)} dB, prior "
-                 f"{_f(best.prior_median)} dB, mean gain {_f(best.gain_mean, sign=True)} dB {_ci(best.gain_ci)}.")
+                 f"{high:.2f}), PSNR median {fixed(best.psnr_median)} dB, worst {fixed(best.psnr_worst)} dB, prior "
+                 f"{fixed(best.prior_median)} dB, mean gain {fixed(best.gain_mean, sign=True)} dB {_ci(best.gain_ci)}.")
     others = [_other(a) for a in cell.attacks if a is not cell.best]
     return text + (f" {'Others' if cell.best else 'Attacks'}: " + "; ".join(others) + "." if others else "")
 
@@ -304,7 +290,7 @@ def _other(a: AttackStats) -> str:
     if not a.n:
         return f"{a.attack} produced no estimate in {a.runs} runs" + (f" ({a.error})" if a.error else "")
     failed = f", {a.failed} of {a.runs} runs failed" if a.failed else ""
-    return f"{a.attack} {a.k}/{a.n}, median {_f(a.psnr_median)} dB, gain {_f(a.gain_mean, sign=True)} dB{failed}"
+    return f"{a.attack} {a.k}/{a.n}, median {fixed(a.psnr_median)} dB, gain {fixed(a.gain_mean, sign=True)} dB{failed}"
 
 
 COLOURS = {STOPS: "tab:green", NOT_STOPS: "tab:red", INCONCLUSIVE: "tab:orange", FAILED: "tab:grey",

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from he_leak.records import KEY_HOLDER, KEYLESS, PRIOR
+from he_leak.text import finite
 
 CONFIDENCE = 0.95  # two-sided level of every interval
 BOOTSTRAP_RESAMPLES = 9999  # scipy's default
@@ -34,11 +35,6 @@ COUNT_METRICS = ("recovered", "keyless_recovered")
 _SCALAR = {KEYLESS: "plaintext_psnr", KEY_HOLDER: "key_plaintext_psnr", PRIOR: "prior_psnr"}
 
 Row = Mapping[str, Any]
-
-
-def finite(value: Any) -> bool:
-    """A finite int or float (not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def sample_psnrs(row: Row, estimate: str) -> list[float | None] | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from he_leak.config import RunConfig
 from he_leak.errors import ConfigError, HeLeakError
@@ -23,7 +22,7 @@ def check_output(out: Path) -> None:
     out = Path(out)
     if out.exists():
         if not out.is_dir():
-            raise ConfigError(f"--out {out}: a file is in the way; give a folder (existing or new)")
+            raise ConfigError(f"--out {out} is a file, not a folder; give a folder (existing or new)")
         if not os.access(out, os.W_OK | os.X_OK):
             raise ConfigError(f"--out {out}: this folder is not writable; give a folder you can write")
         return
@@ -101,7 +100,3 @@ def _check_encryptors(experiment: Experiment, shapes: dict[str, tuple[int, ...]]
             kind = type(e) if isinstance(e, ConfigError) else ConfigError  # keeps ParameterError
             raise kind(f"{experiment.path}: run {describe_run(cfg)} is refused: {one_line(e)}; fix it in the "
                        f"file") from None  # fmt: skip
-
-
-def _show(params: Any) -> str:
-    return json.dumps(params, sort_keys=True, default=str)

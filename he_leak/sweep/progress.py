@@ -110,7 +110,10 @@ class Lines(Display):
             self.emit(f"{self.counts()} · still running")
 
     def step(self, done: int, total: int, loss: float) -> None:
-        self.tick()
+        """An in-process attack's progress: a line at most every `every` seconds."""
+        if time.monotonic() - self.last_line >= self.every:
+            loss_text = f", loss {loss:.3g}" if isinstance(loss, float) and math.isfinite(loss) else ""
+            self.emit(f"{self.counts()} · attack step {done}/{total or '?'}{loss_text}")
 
 
 class Live(Display):
