@@ -49,16 +49,55 @@ def peak_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
 
-def measure(args: argparse.Namespace) -> dict:
-    """One method in this process: build the model, observe one gradient, time the objective, read the peak."""
+def dlg_step(method, cfg, spec, model, obs, device, gen):
+    """One DLG evaluation (objective and double backward) in float32 or float64 (dlg64), as a closure."""
+    import torch
+
+    from he_leak.models.losses import LOSSES
+
+    dtype = torch.float64 if method == "dlg64" else torch.float32
+    net = model.to(device=device, dtype=dtype)
+    params = list(net.parameters())
+    target = [g.to(device=device, dtype=dtype) for g in obs.gradients]
+    loss = LOSSES[obs.loss]
+    x = torch.rand((cfg.batch, *spec.input_shape), generator=gen, dtype=dtype).to(device).requires_grad_(True)
+    y = torch.zeros(cfg.batch, cfg.classes, dtype=dtype, device=device, requires_grad=True)
+
+    def step() -> None:
+        grads = torch.autograd.grad(loss(net(x), torch.softmax(y, -1)), params, create_graph=True)
+        dist = sum(((g - t) ** 2).sum() for g, t in zip(grads, target, strict=True))
+        torch.autograd.grad(dist, (x, y))
+
+    return step
+
+
+def ig_step(method, cfg, spec, model, obs, device, gen):
+    """One IG evaluation over the vmapped restarts (cosine + TV, float32), as a closure."""
     import torch
 
     from he_leak.attacks.labels import recover_labels
     from he_leak.attacks.optim.functional import GradientModel, batched_value_and_grad, total_variation
+
+    gm = GradientModel(obs, device=device, dtype=torch.float32)
+    y = recover_labels(obs).to(device)
+    xs = torch.rand((cfg.restarts, cfg.batch, *spec.input_shape), generator=gen).to(device)
+
+    def objective(x: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+        return gm.cosine(x, lab) + IG_TV * total_variation(x)
+
+    def step() -> None:
+        batched_value_and_grad(objective, xs, y)
+
+    return step
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """One method in this process: build the model, observe one gradient, time the objective, read the peak."""
+    import torch
+
     from he_leak.config import RunConfig
     from he_leak.data import load_dataset
     from he_leak.models import build_model, memory, shape_model
-    from he_leak.models.losses import LOSSES
     from he_leak.runner import resolve_device
     from he_leak.scenarios.base import SCENARIOS, model_spec
 
@@ -79,29 +118,7 @@ def measure(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     gen = torch.Generator().manual_seed(1)
 
-    if attack == "dlg":
-        dtype = torch.float64 if method == "dlg64" else torch.float32
-        net = model.to(device=device, dtype=dtype)
-        params = list(net.parameters())
-        target = [g.to(device=device, dtype=dtype) for g in obs.gradients]
-        loss = LOSSES[obs.loss]
-        x = torch.rand((cfg.batch, *spec.input_shape), generator=gen, dtype=dtype).to(device).requires_grad_(True)
-        y = torch.zeros(cfg.batch, cfg.classes, dtype=dtype, device=device, requires_grad=True)
-
-        def step() -> None:
-            grads = torch.autograd.grad(loss(net(x), torch.softmax(y, -1)), params, create_graph=True)
-            dist = sum(((g - t) ** 2).sum() for g, t in zip(grads, target, strict=True))
-            torch.autograd.grad(dist, (x, y))
-    else:
-        gm = GradientModel(obs, device=device, dtype=torch.float32)
-        y = recover_labels(obs).to(device)
-        xs = torch.rand((cfg.restarts, cfg.batch, *spec.input_shape), generator=gen).to(device)
-
-        def objective(x: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
-            return gm.cosine(x, lab) + IG_TV * total_variation(x)
-
-        def step() -> None:
-            batched_value_and_grad(objective, xs, y)
+    step = (dlg_step if attack == "dlg" else ig_step)(method, cfg, spec, model, obs, device, gen)
 
     def sync() -> None:  # CUDA runs asynchronously: wait for the evaluation before reading the clock
         if device.type == "cuda":

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -235,7 +236,6 @@ class Analytic(Attack):
     def _batch(
         self, obs: Observation, layer: nn.Linear, gw: torch.Tensor, gb: torch.Tensor, full: torch.Tensor, start: float
     ) -> Reconstruction:
-        b = obs.batch
         rows = full.nonzero().flatten()
         if len(rows) == 0:
             raise AttackFailed(
@@ -247,31 +247,28 @@ class Analytic(Attack):
         rank = int((s > RANK_TOL * s[0]).sum()) if float(s[0]) > 0 else 0
         if rank == 0:
             raise AttackFailed("the visible first-layer gradient is zero: nothing to reconstruct from")
-        k = min(rank, b)
-        info: dict = {
-            "hidden": gw.shape[0],
-            "visible_rows": len(rows),
-            "rank": rank,
-            "k": k,
-            "singular_values": (s[: b + 1] / s[0]).tolist(),
-        }
-        labels = recover_labels(obs)
+        k = min(rank, obs.batch)
+        info: dict = {"hidden": gw.shape[0], "visible_rows": len(rows), "rank": rank, "k": k,
+                      "singular_values": (s[: obs.batch + 1] / s[0]).tolist()}  # fmt: skip
         prob = BatchProblem(obs, layer, rows, vh[:k], u[:, :k] * s[:k])
-        counts = label_counts(obs)
-        mixed = int((counts > 0).sum()) > 1
-        rng = np.random.default_rng(self.options.seed)
         # restarts look for a claimable solution; with fewer visible rows than samples none is (the row space cannot
         # hold B generic inputs, see BatchProblem.uncertainty), so that case gets one attempt
-        starts = _starts(g, prob, MAX_STARTS if len(rows) >= b else 1, self.options.seed, obs.bounds)
+        starts = _starts(g, prob, MAX_STARTS if len(rows) >= obs.batch else 1, self.options.seed, obs.bounds)
         relu = any(isinstance(m, nn.ReLU) for m in obs.model.modules())
         sparse = _sparse_start(prob.us, prob, self.options.seed) if relu else None
         info["sparse_start"] = sparse is not None
         if sparse is not None:
             starts.insert(1, sparse)
-        best: tuple[float, np.ndarray, torch.Tensor] | None = None
-        history: list[float] = []
-        per_start: list[int] = []
-        evaluations, spread, precision = 0, math.inf, _exact_rms(obs)
+        found = self._search(obs, prob, starts)
+        return _batch_reconstruction(obs, prob, found, rank, info, start)
+
+    def _search(self, obs: Observation, prob: BatchProblem, starts: list[np.ndarray]) -> _Search:
+        """Solve from each start until one is claimable (its predicted error is within the gradient's precision),
+        the mismatch reaches the noise floor, or the restarts plateau."""
+        b, labels = obs.batch, recover_labels(obs)
+        mixed = int((label_counts(obs) > 0).sum()) > 1
+        rng = np.random.default_rng(self.options.seed)
+        found = _Search(precision=_exact_rms(obs))
         noise = NOISE_EPS * torch.finfo(obs.gradients[0].dtype).eps
         for n, t0 in enumerate(starts):
             targets = labels
@@ -281,49 +278,66 @@ class Analytic(Attack):
                 targets = labels[torch.from_numpy(rng.permutation(b))] if n > 0 else labels
                 y0 = nn.functional.one_hot(targets, obs.classes).double()
                 t_soft, _, n1 = prob.solve(np.concatenate([t0, y0.numpy().ravel()]), None, nfev=self.iterations)
-                evaluations += n1
+                found.evaluations += n1
                 s_ = torch.from_numpy(t_soft[prob.n_c :]).reshape(b, obs.classes)
                 targets = (s_ + (1 - s_.sum(1, keepdim=True)) / obs.classes).argmax(1)
                 t0 = t_soft[: prob.n_c]
             t, err, n2 = prob.solve(t0, targets, nfev=self.iterations)
-            evaluations += n2
-            history.append(err)
-            per_start.append(evaluations - sum(per_start))
+            found.evaluations += n2
+            found.history.append(err)
+            found.per_start.append(found.evaluations - sum(found.per_start))
             self.report(n, err)
-            if best is None or err < best[0]:
-                best, spread = (err, t, targets), math.inf
+            if found.t is None or err < found.err:
+                found.err, found.t, found.targets, found.spread = err, t, targets, math.inf
                 if err < MATCH_TOL:
-                    spread = prob.uncertainty(t, targets)
-                    if CLAIM_SIGMAS * spread <= precision:
+                    found.spread = prob.uncertainty(t, targets)
+                    if found.claimable:
                         break
-            if best[0] <= noise or _plateaued(history):
+            if found.err <= noise or _plateaued(found.history):
                 break
-        assert best is not None
-        err, t, targets = best
-        x = prob.inputs(torch.from_numpy(t)).detach()
-        exact = err < MATCH_TOL and CLAIM_SIGMAS * spread <= precision
-        x, projected = project_if_exact(x, obs) if exact else (project(x, obs), True)
-        info.update(
-            restarts=len(history), mismatch=err, mismatches=history, evaluations=per_start, uncertainty=spread,
-            projected=projected, seconds=time.perf_counter() - start,
-        )  # fmt: skip
-        if exact:
-            error = None
-        elif err < MATCH_TOL:
-            error = (
-                f"the batch solve reproduces the gradient (mismatch {err:.2e}) but does not determine the inputs "
-                f"(predicted RMS error {spread:.1e}, ×{CLAIM_SIGMAS:g} > {precision:.1e})"
-            )
-        else:
-            error = f"the batch solve did not reproduce the gradient (mismatch {err:.2e} ≥ {MATCH_TOL:.0e})"
-        if rank < b:
-            error = f"rank {rank} < batch {b}: {error}"
-        return Reconstruction(
-            inputs=x.float().reshape(b, *obs.input_shape),
-            labels=targets.long(),
-            iterations=evaluations,
-            loss=err,
-            recovered=b if exact else 0,
-            error=error,
-            info=info,
+        return found
+
+
+@dataclass
+class _Search:
+    """The best solve so far of the batch system, and what the search spent."""
+
+    precision: float  # the RMS input error an exact gradient still allows
+    err: float = math.inf
+    t: np.ndarray | None = None
+    targets: torch.Tensor | None = None
+    spread: float = math.inf  # the predicted RMS error of the inputs at `t`
+    evaluations: int = 0
+    history: list[float] = field(default_factory=list)
+    per_start: list[int] = field(default_factory=list)
+
+    @property
+    def claimable(self) -> bool:
+        return self.err < MATCH_TOL and CLAIM_SIGMAS * self.spread <= self.precision
+
+
+def _batch_reconstruction(obs: Observation, prob: BatchProblem, found: _Search, rank: int, info: dict,
+                          start: float) -> Reconstruction:  # fmt: skip
+    """The best solution's inputs, claimed only when it reproduces the gradient and determines the inputs."""
+    b, err, spread, precision = obs.batch, found.err, found.spread, found.precision
+    x = prob.inputs(torch.from_numpy(found.t)).detach()
+    exact = found.claimable
+    x, projected = project_if_exact(x, obs) if exact else (project(x, obs), True)
+    info.update(
+        restarts=len(found.history), mismatch=err, mismatches=found.history, evaluations=found.per_start,
+        uncertainty=spread, projected=projected, seconds=time.perf_counter() - start,
+    )  # fmt: skip
+    if exact:
+        error = None
+    elif err < MATCH_TOL:
+        error = (
+            f"the batch solve reproduces the gradient (mismatch {err:.2e}) but does not determine the inputs "
+            f"(predicted RMS error {spread:.1e}, ×{CLAIM_SIGMAS:g} > {precision:.1e})"
         )
+    else:
+        error = f"the batch solve did not reproduce the gradient (mismatch {err:.2e} ≥ {MATCH_TOL:.0e})"
+    if rank < b:
+        error = f"rank {rank} < batch {b}: {error}"
+    return Reconstruction(inputs=x.float().reshape(b, *obs.input_shape), labels=found.targets.long(),
+                          iterations=found.evaluations, loss=err, recovered=b if exact else 0, error=error,
+                          info=info)  # fmt: skip

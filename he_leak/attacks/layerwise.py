@@ -278,6 +278,7 @@ def linear_solve(
 
 
 # ------------------------------------------------------------------------------------------------- the attack
+Known = tuple[torch.Tensor, torch.Tensor] | None  # (z, mask): the known outputs of the layer being solved
 def _relative(residual: torch.Tensor, reference: torch.Tensor) -> float:
     ref = float(reference.norm())
     return float(residual.norm()) / ref if ref > 0 else float(residual.norm())
@@ -293,68 +294,15 @@ class Layerwise(Attack):
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
         start = time.perf_counter()
-        if obs.batch != 1:
-            raise AttackFailed(
-                f"layerwise reconstructs one input (batch 1), not a batch of {obs.batch}: the per-sample δ's of a "
-                "batch are not linear unknowns; use --attack analytic for batches"
-            )
-        if obs.mask is not None and not all(bool(m.all()) for m in obs.mask):
-            raise AttackFailed("layerwise needs every layer's gradient; part of it is hidden (encrypted) here")
-        steps = chain(obs)
-        grads = [g.detach().cpu().double() for g in obs.gradients]
-        labels = recover_labels(obs)
-        last = steps[-1]
-        if last.ib is None:
-            raise AttackFailed("layerwise needs a bias in the output layer (its gradient is δ at the logits)")
-        delta = grads[last.ib].flatten()
-        if float(delta.norm()) == 0.0:
-            raise AttackFailed("the output layer's bias gradient is zero: nothing to reconstruct from")
+        steps, grads, labels, delta = _start(obs)
         layers: list[dict] = []
-        z_known: tuple[torch.Tensor, torch.Tensor] | None = None  # (z, mask) of the current layer's output
+        z_known: Known = None
         a = torch.empty(0)
         for depth, step in enumerate(reversed(steps)):
-            layer = step.layer
-            gw = grads[step.iw]
-            n = math.prod(step.in_shape)
             below = steps[len(steps) - depth - 2] if depth < len(steps) - 1 else None
             centre = _range_centre(below.act) if below is not None else 0.5 * (obs.bounds[0] + obs.bounds[1])
-            row: dict = {"name": step.name, "unknowns": n}
-            if isinstance(layer, nn.Linear):
-                row["kind"] = f"linear {layer.in_features}->{layer.out_features}"
-                w = layer.weight.detach()
-                c = None
-                if z_known is not None:
-                    z, mask = z_known
-                    bias = layer.bias.detach() if layer.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
-                    w_rows, c = w[mask.flatten()], (z.flatten() - bias)[mask.flatten()]
-                else:
-                    w_rows = w
-                a, solved = linear_solve(w_rows, delta, gw, c, centre)
-                row.update(solved)
-            else:
-                row["kind"] = (
-                    f"conv {layer.in_channels}->{layer.out_channels} k{layer.kernel_size[0]} s{layer.stride[0]}"
-                )
-                z, mask = z_known if z_known is not None else (None, None)
-                grad, grad_rhs, fwd, fwd_rhs = conv_blocks(step, delta, z, mask, gw)
-                blocks = [(grad, grad_rhs, _unit(grad, grad_rhs))]
-                if fwd is not None:
-                    blocks.append((fwd, fwd_rhs, FORWARD_WEIGHT * _unit(fwd, fwd_rhs)))
-                sol, solved = solve_stacked(blocks, n, centre)
-                a = torch.from_numpy(sol)
-                row.update(solved)
-            if row.get("rank") is not None:
-                row["deficiency"] = n - row["rank"]
-            # residuals of both blocks at the solution
-            a_in = a.reshape(1, *step.in_shape)
-            x = a_in.clone().requires_grad_(True)
-            out = layer(x)
-            gw_hat, back = torch.autograd.grad(out, [layer.weight, x], delta.reshape(out.shape))
-            row["residual_gradient"] = _relative(gw_hat - gw, gw)
-            if z_known is not None:
-                z, mask = z_known
-                row["residual_forward"] = _relative((out.detach().flatten() - z.flatten())[mask.flatten()], z)
-            out = out.detach()
+            a, row = _solve_layer(step, delta, grads[step.iw], z_known, centre)
+            back, out = _residuals(step, a, delta, grads[step.iw], z_known, row)
             if depth == 0:  # the output check: φ(W h + b) - onehot(label) against the observed δ
                 p = LOSSES[obs.loss].link(out.reshape(1, -1))[0]
                 p[int(labels[0])] -= 1
@@ -363,44 +311,103 @@ class Layerwise(Attack):
             self.report(depth, max(row["residual_gradient"], row.get("residual_forward", 0.0)))
             if below is None:
                 break
-            # δ of the layer below: propagated, or its own bias gradient for a Linear layer with a bias
-            act = below.act
-            if act is None:
-                raise AttackFailed(f"layerwise needs an activation after {below.name} (two linear layers in a row)")
-            a_below = _clamp_range(a.reshape(below.out_shape), act)
-            z_below, mask_below = invert(act, a_below)
-            propagated = back.reshape(below.out_shape) * act_derivative(act, z_below)
-            if isinstance(below.layer, nn.Linear) and below.ib is not None:
-                delta = grads[below.ib].flatten()
-                row_below = {"delta": "bias", "delta_check": _relative(propagated.flatten() - delta, delta)}
-            else:
-                delta = propagated
-                row_below = {"delta": "propagated"}
-                if below.ib is not None:
-                    sums = propagated.reshape(propagated.shape[0], -1).sum(1)
-                    row_below["delta_check"] = _relative(sums - grads[below.ib], grads[below.ib])
-            below.info = row_below
-            z_known = (z_below, mask_below)
+            delta, z_known = _delta_below(below, a, back, grads)
         for row, step in zip(layers, reversed(steps), strict=False):
             row.update(step.info)
-        deficient = [r["name"] for r in layers if r.get("deficiency") or r.get("rank_bound") is not None]
-        x = a.reshape(1, *obs.input_shape)
-        if deficient:
-            x, projected = project(x, obs), True
-        else:
-            x, projected = project_if_exact(x, obs)
-        loss = max(max(r["residual_gradient"], r.get("residual_forward", 0.0)) for r in layers)
-        info = {
-            "layers": layers,
-            "rank_deficient": deficient,
-            "projected": projected,
-            "seconds": time.perf_counter() - start,
-        }
-        return Reconstruction(
-            inputs=x.float(),
-            labels=labels,
-            iterations=len(layers),
-            loss=loss,
-            recovered=0 if deficient else 1,
-            info=info,
+        return _reconstruction(obs, a, layers, labels, start)
+
+
+def _start(obs: Observation) -> tuple[list[_Step], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The layer chain, the float64 gradients, the recovered label and δ at the logits; AttackFailed when the
+    observation cannot be attacked layer by layer."""
+    if obs.batch != 1:
+        raise AttackFailed(
+            f"layerwise reconstructs one input (batch 1), not a batch of {obs.batch}: the per-sample δ's of a "
+            "batch are not linear unknowns; use --attack analytic for batches"
         )
+    if obs.mask is not None and not all(bool(m.all()) for m in obs.mask):
+        raise AttackFailed("layerwise needs every layer's gradient; part of it is hidden (encrypted) here")
+    steps = chain(obs)
+    grads = [g.detach().cpu().double() for g in obs.gradients]
+    labels = recover_labels(obs)
+    if steps[-1].ib is None:
+        raise AttackFailed("layerwise needs a bias in the output layer (its gradient is δ at the logits)")
+    delta = grads[steps[-1].ib].flatten()
+    if float(delta.norm()) == 0.0:
+        raise AttackFailed("the output layer's bias gradient is zero: nothing to reconstruct from")
+    return steps, grads, labels, delta
+
+
+def _solve_layer(step: _Step, delta: torch.Tensor, gw: torch.Tensor, z_known: Known,
+                 centre: float) -> tuple[torch.Tensor, dict]:  # fmt: skip
+    """A layer's input from its gradient (and, when the layer above was reconstructed, its known outputs)."""
+    layer, n = step.layer, math.prod(step.in_shape)
+    row: dict = {"name": step.name, "unknowns": n}
+    if isinstance(layer, nn.Linear):
+        row["kind"] = f"linear {layer.in_features}->{layer.out_features}"
+        w, c = layer.weight.detach(), None
+        if z_known is not None:
+            z, mask = z_known
+            bias = layer.bias.detach() if layer.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
+            w, c = w[mask.flatten()], (z.flatten() - bias)[mask.flatten()]
+        a, solved = linear_solve(w, delta, gw, c, centre)
+    else:
+        row["kind"] = f"conv {layer.in_channels}->{layer.out_channels} k{layer.kernel_size[0]} s{layer.stride[0]}"
+        z, mask = z_known if z_known is not None else (None, None)
+        grad, grad_rhs, fwd, fwd_rhs = conv_blocks(step, delta, z, mask, gw)
+        blocks = [(grad, grad_rhs, _unit(grad, grad_rhs))]
+        if fwd is not None:
+            blocks.append((fwd, fwd_rhs, FORWARD_WEIGHT * _unit(fwd, fwd_rhs)))
+        sol, solved = solve_stacked(blocks, n, centre)
+        a = torch.from_numpy(sol)
+    row.update(solved)
+    if row.get("rank") is not None:
+        row["deficiency"] = n - row["rank"]
+    return a, row
+
+
+def _residuals(step: _Step, a: torch.Tensor, delta: torch.Tensor, gw: torch.Tensor, z_known: Known,
+               row: dict) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Both blocks' residuals at the solution into `row`; the gradient wrt the layer's input and its output."""
+    x = a.reshape(1, *step.in_shape).clone().requires_grad_(True)
+    out = step.layer(x)
+    gw_hat, back = torch.autograd.grad(out, [step.layer.weight, x], delta.reshape(out.shape))
+    row["residual_gradient"] = _relative(gw_hat - gw, gw)
+    if z_known is not None:
+        z, mask = z_known
+        row["residual_forward"] = _relative((out.detach().flatten() - z.flatten())[mask.flatten()], z)
+    return back, out.detach()
+
+
+def _delta_below(below: _Step, a: torch.Tensor, back: torch.Tensor,
+                 grads: list[torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """δ of the layer below (propagated, or its own bias gradient for a Linear layer with a bias) and its known
+    outputs (the inverted activation of this layer's reconstructed input); the check goes into below.info."""
+    act = below.act
+    if act is None:
+        raise AttackFailed(f"layerwise needs an activation after {below.name} (two linear layers in a row)")
+    z_below, mask_below = invert(act, _clamp_range(a.reshape(below.out_shape), act))
+    propagated = back.reshape(below.out_shape) * act_derivative(act, z_below)
+    if isinstance(below.layer, nn.Linear) and below.ib is not None:
+        delta = grads[below.ib].flatten()
+        below.info = {"delta": "bias", "delta_check": _relative(propagated.flatten() - delta, delta)}
+    else:
+        delta = propagated
+        below.info = {"delta": "propagated"}
+        if below.ib is not None:
+            sums = propagated.reshape(propagated.shape[0], -1).sum(1)
+            below.info["delta_check"] = _relative(sums - grads[below.ib], grads[below.ib])
+    return delta, (z_below, mask_below)
+
+
+def _reconstruction(obs: Observation, a: torch.Tensor, layers: list[dict], labels: torch.Tensor,
+                    start: float) -> Reconstruction:  # fmt: skip
+    """The input layer's solution, projected onto the box when a layer was rank deficient (or when exact)."""
+    deficient = [r["name"] for r in layers if r.get("deficiency") or r.get("rank_bound") is not None]
+    x = a.reshape(1, *obs.input_shape)
+    x, projected = (project(x, obs), True) if deficient else project_if_exact(x, obs)
+    loss = max(max(r["residual_gradient"], r.get("residual_forward", 0.0)) for r in layers)
+    info = {"layers": layers, "rank_deficient": deficient, "projected": projected,
+            "seconds": time.perf_counter() - start}  # fmt: skip
+    return Reconstruction(inputs=x.float(), labels=labels, iterations=len(layers), loss=loss,
+                          recovered=0 if deficient else 1, info=info)  # fmt: skip
