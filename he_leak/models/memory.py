@@ -8,9 +8,7 @@ the analytic system), ckks-input's keyless decoder (sketched features and an m �
 measurement's training set. The limit is a fraction of the machine's physical memory (not of what is free now: a
 run's fate must not depend on the load).
 
-Checked on ResNet-18 / 64×64 (`experiments/bench_resnet.py`, tests/test_resnet.py), estimate 1.57 GiB for DLG: a
-whole DLG run (one float32 L-BFGS step) peaked at 0.84 GiB, DLG's float64 phase (prepare + dlg_lbfgs in float64) at
-1.22 GiB; IG with 4 vmapped restarts at 1.62 GiB (estimate 2.60 GiB; 1.37 before it counted the restarts' activations).
+Checked against measured peaks (ResNet-18 / 64×64 among them): docs/measurements.md#memory-guard.
 """
 
 from __future__ import annotations

@@ -70,10 +70,8 @@ def run_chunk(
             yield execute(group[0], None, progress, key_of[id(group[0])])
 
 
-# Devices on which a sweep groups runs through one batched objective: none by default. A group's rounding differs from
-# a single run's (float32 dlg/ig runs drift apart over long runs), so grouping would make rows depend on how the engine
-# chunks the grid — though on the 2-core CPU it pays (`he-leak bench --batched 16`, LeNet: dlg 1.84×, ig 5.0×, see
-# README). On CUDA it is unmeasured (no GPU was available). Opt in with `group_runs(devices=("cpu",))`.
+# Devices on which a sweep groups runs through one batched objective: none by default — a group's float32 rounding
+# differs from a single run's, so rows would depend on how the engine chunks the grid (docs/measurements.md#grouping).
 GROUP_DEVICES: tuple[str, ...] = ()
 
 

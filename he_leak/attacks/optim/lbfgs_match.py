@@ -41,25 +41,14 @@ Monitor = Callable[[int, torch.Tensor], bool | None]  # (step, inputs) -> True t
 
 DEFAULT_TOL = 1e-12  # on the balanced objective divided by the mean layer norm
 # The attacker-side stop (`x_tol`): the run ends after a step (up to MAX_ITER iterations) that moved the inputs by less
-# than DEFAULT_X_TOL RMS, relative to the box range, with the label estimate unchanged — only what the attacker sees.
-# It applies in the last precision phase only, from its (X_TOL_SKIP + 1)-th step: in float32 the steps shrink
-# because of rounding (the float32 phase stalls at 39–55 dB, after which float64 speeds up again: per-step changes
-# grow from ~1e-5 back to ~3e-4), and a fresh L-BFGS memory takes short steps at first.
-# Measured (per-step traces of the bench's 10 LeNet/photos pairs, 100 classes, run to DEFAULT_TOL; which stop each
-# rule would make; oracle = first step at 40 dB, median 57.5 steps): change < 1e-4 in any phase: 9/10 ≥ 40 dB (one
-# stop at the float32 stall, 39.1 dB); float64 only, skip 3: < 3e-4 9/10 (39.2 dB), < 2e-4 10/10 (min 44.5 dB, median
-# 109.5 steps, 19.3 of 57.8 s), < 1e-4 10/10 (min 53.7 dB, 122 steps); objective < 3e-8: 10/10, 128 steps. Running
-# to DEFAULT_TOL took 249–300 steps (70–98 dB). x_tol = 0 restores that.
+# than DEFAULT_X_TOL RMS of the box range, the label estimate unchanged — only what the attacker sees — in the last
+# precision phase from its (X_TOL_SKIP + 1)-th step. Chosen from per-step traces: docs/measurements.md#dlg-stop.
 DEFAULT_X_TOL = 2e-4
 X_TOL_SKIP = 3
 MAX_ITER = 20  # L-BFGS iterations per step (a step is what `progress` and `monitor` see; torch's LBFGS default)
-# L-BFGS memory. Median time to 40 dB on the bench's 10 LeNet/photos pairs (one thread): 100 pairs 8.1 s, 300 pairs
-# 5.8 s, 600 pairs 6.3 s (fewer evaluations, but each pass over the memory costs more).
-HISTORY = 300
-# Layer l's squared distance is weighted by (mean norm / ‖t_l‖²) ** LAYER_BALANCE. Measured (evaluations to 40 dB on
-# LeNet/photos, median of 5 pairs; DLG on the 65536-byte CKKS view of a digit, 6 key draws): 0 (raw sum) 1837 evals,
-# ciphertext stalls at 16% exact bytes; 0.5: 1602 evals but only 3/6 ciphertexts exact; 0.75: 2053 evals and 6/6;
-# 1 (full per-layer normalisation): ~3180 evals and 6/6.
+HISTORY = 300  # L-BFGS memory pairs: fastest to 40 dB of 100 / 300 / 600 (docs/measurements.md#dlg-memory)
+# Layer l's squared distance is weighted by (mean norm / ‖t_l‖²) ** LAYER_BALANCE: the only exponent that both
+# converges fast on LeNet and recovers every CKKS view exactly (docs/measurements.md#layer-balance).
 LAYER_BALANCE = 0.75
 
 
