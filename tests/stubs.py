@@ -10,10 +10,9 @@ import signal
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
-from he_leak.attacks.base import ATTACKS, Attack
+from he_leak.attacks.base import Attack
 from he_leak.config import RunConfig
 from he_leak.records import Observation, Reconstruction, Result
 from he_leak.runner import Outcome, run_outcome
@@ -73,17 +72,6 @@ class HalfAttack(Attack):
     def reconstruct(self, obs: Observation) -> Reconstruction:
         self.report(1, 0.0)
         return Reconstruction(inputs=torch.full((obs.batch, *obs.input_shape), 0.5), iterations=1)
-
-
-@pytest.fixture()
-def stub_attacks():
-    """Register the stub attacks for the test (names are checked against the registry) and remove them after."""
-    added = [name for name in STUBS if name not in ATTACKS]
-    for name in added:
-        ATTACKS[name] = HalfAttack
-    yield
-    for name in added:
-        ATTACKS.pop(name, None)
 
 
 class CountingRunner:

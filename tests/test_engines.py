@@ -5,6 +5,7 @@ recorded once); a run that kills every worker it meets is recorded as failed; er
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from stubs import KillingRunner, cheap_grid, rows_by_config
+from stubs import KillingRunner, cheap_grid, rows_by_config, without_timings
 
 from he_leak.cli import main
 from he_leak.config import RunConfig
@@ -22,19 +23,65 @@ from he_leak.engines.pool import WorkerError
 from he_leak.errors import ConfigError
 from he_leak.records import Record
 from he_leak.sweep.driver import run_experiment
+from he_leak.sweep.experiment import load_experiment
 from he_leak.sweep.store import RESULTS_FILE, read_results
+from he_leak.sweep.worker import execute
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 
+# One contract for every engine: the rows an engine records are the rows of the same runs executed directly, one
+# by one, in this process (no engine at all), and an engine that can lose a worker loses no run when it does.
+ENGINE_OPTIONS = {"serial": {"engine": "local", "workers": 1}, "pool": {"engine": "local", "workers": 2},
+                  "ray": {"engine": "ray", "workers": 2}}  # fmt: skip
+LOSES_WORKERS = {"pool": "died of SIGKILL", "ray": "Ray task lost"}  # what each says when a worker is killed
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]]:
-    """A 12-run cheap grid and its rows from one process (the local engine, 1 worker)."""
+    """A 12-run cheap grid and the rows of its runs executed directly (he_leak.sweep.worker.execute), keyed like
+    rows_by_config."""
     folder = tmp_path_factory.mktemp("reference")
     grid = cheap_grid(folder, indices=6, seeds=2)
-    run_experiment(grid, folder / "out", quiet=True)
-    return grid, rows_by_config(folder / "out")
+    rows = {}
+    for cfg in load_experiment(grid).runs:
+        row = execute(cfg).row
+        rows[json.dumps(row["config"], sort_keys=True)] = without_timings(json.loads(json.dumps(row)))
+    return grid, rows
+
+
+@pytest.fixture()
+def engine_ready(request: pytest.FixtureRequest):
+    """Whatever an engine needs running before a sweep (a local Ray for `ray`)."""
+    if request.param == "ray":
+        request.getfixturevalue("local_ray")
+    return request.param
+
+
+@pytest.mark.parametrize("engine_ready", list(ENGINE_OPTIONS), indirect=True)
+def test_every_engine_records_the_rows_of_the_runs_executed_directly(tmp_path: Path, reference,
+                                                                    engine_ready: str) -> None:  # fmt: skip
+    grid, expected = reference
+    report = run_experiment(grid, tmp_path / "out", quiet=True, **ENGINE_OPTIONS[engine_ready])
+    assert rows_by_config(tmp_path / "out") == expected
+    assert report.ran == 12 and report.failed == 0
+
+
+@pytest.mark.parametrize("engine_ready", list(LOSES_WORKERS), indirect=True)
+def test_an_engine_that_loses_a_worker_loses_no_run(tmp_path: Path, reference, engine_ready: str) -> None:
+    grid, expected = reference
+    buffer = io.StringIO()
+    runner = KillingRunner(tmp_path / "killed", victim=3)  # the first time run #3 starts, its worker is SIGKILLed
+    report = run_experiment(grid, tmp_path / "out", runner=runner, console=Console(file=buffer),
+                            **ENGINE_OPTIONS[engine_ready])  # fmt: skip
+    assert (tmp_path / "killed").exists(), "the worker was not killed: the test tested nothing"
+    assert rows_by_config(tmp_path / "out") == expected and report.failed == 0
+    assert LOSES_WORKERS[engine_ready] in buffer.getvalue()
+    if engine_ready == "ray":
+        import ray
+
+        assert ray.is_initialized()  # a Ray the sweep did not start is left running
 
 
 # --------------------------------------------------------------------------------------------------------- Work
@@ -81,17 +128,6 @@ def test_ray_missing_is_one_line_and_writes_nothing(
 
 
 # --------------------------------------------------------------------------------------------------------- pool
-def test_pool_gives_the_same_rows_and_a_killed_worker_loses_nothing(tmp_path: Path, reference) -> None:
-    grid, expected = reference
-    buffer = io.StringIO()
-    runner = KillingRunner(tmp_path / "killed", victim=3)  # the first time run #3 starts, its worker is SIGKILLed
-    report = run_experiment(grid, tmp_path / "out", workers=2, runner=runner, console=Console(file=buffer))
-    assert (tmp_path / "killed").exists(), "the worker was not killed: the test tested nothing"
-    assert rows_by_config(tmp_path / "out") == expected
-    assert report.ran == 12 and report.failed == 0 and report.engine == "local, 2 workers"
-    assert "died of SIGKILL" in buffer.getvalue() and "handed out again" in buffer.getvalue()
-
-
 def test_a_run_that_kills_every_worker_is_recorded_as_failed(tmp_path: Path) -> None:
     grid = cheap_grid(tmp_path, indices=4)
     runner = KillingRunner(tmp_path / "killed", victim=2, always=True)
@@ -139,20 +175,6 @@ def local_ray():
              runtime_env={"env_vars": {"PYTHONPATH": path}})  # fmt: skip
     yield ray
     ray.shutdown()
-
-
-def test_ray_gives_the_same_rows_and_a_lost_task_loses_nothing(tmp_path: Path, reference, local_ray) -> None:
-    grid, expected = reference
-    report = run_experiment(grid, tmp_path / "plain", engine="ray", workers=2, quiet=True)
-    assert rows_by_config(tmp_path / "plain") == expected and report.engine.startswith("ray")
-    buffer = io.StringIO()
-    runner = KillingRunner(tmp_path / "killed", victim=4)
-    report = run_experiment(grid, tmp_path / "out", engine="ray", workers=2, runner=runner,
-                            console=Console(file=buffer))  # fmt: skip
-    assert (tmp_path / "killed").exists(), "the Ray worker was not killed: the test tested nothing"
-    assert rows_by_config(tmp_path / "out") == expected and report.failed == 0
-    assert "Ray task lost" in buffer.getvalue()
-    assert local_ray.is_initialized()  # a Ray the sweep did not start is left running
 
 
 def test_ray_asks_for_a_gpu_only_when_there_is_one_and_a_run_may_use_it() -> None:

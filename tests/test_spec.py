@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from stubs import BASIC, PLOTS, CountingRunner, stub_attacks, write  # noqa: F401  (stub_attacks: a fixture)
+from stubs import BASIC, PLOTS, CountingRunner, write
 
 from he_leak.config import RunConfig
 from he_leak.errors import ConfigError

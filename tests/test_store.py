@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from stubs import BASIC, CountingRunner, stub_attacks, write  # noqa: F401  (stub_attacks: a fixture)
+from stubs import BASIC, CountingRunner, write
 
 from he_leak.config import RunConfig, config_id, run_hash
 from he_leak.errors import ConfigError

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from rich.console import Console
-from stubs import BASIC, PLOTS, PNG_MAGIC, CountingRunner, stub_attacks, write  # noqa: F401  (a fixture)
+from stubs import BASIC, PLOTS, PNG_MAGIC, CountingRunner, write
 
 from he_leak.config import run_hash
 from he_leak.errors import ConfigError, DataError
