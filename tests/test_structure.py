@@ -139,3 +139,17 @@ def test_no_import_points_up_the_layers():
                 if candidate in modules and there is not None and there > here:
                     upward.append(f"{name} (layer {here}) imports {candidate} (layer {there})")
     assert not upward, upward
+
+
+def test_the_readme_map_names_every_folder_and_only_folders_that_exist():
+    """README's "Where things live": one row per package folder of he_leak/ (and the top-level folders)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Where things live"):]
+    section = section[: section.find("\n## ", 5)] if "\n## " in section[5:] else section
+    named = set(re.findall(r"^\| `([\w/]+)/` \|", section, flags=re.M))
+    packages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "he_leak").rglob("__init__.py")}
+    top = {"encryptors", "docs", "experiments", "tests"}
+    assert packages | top <= named, sorted(packages | top - named)
+    assert all((ROOT / n).is_dir() for n in named), sorted(n for n in named if not (ROOT / n).is_dir())
