@@ -22,6 +22,7 @@ LAYOUTS = ("auto", "hw", "hwc", "chw", "nhw", "nhwc", "nchw")  # how a user's ar
 ROLES = ("server", "client")  # he-aggregate: the aggregator without the key, or a key-holding client
 SELECTIONS = ("sensitivity", "random", "magnitude")  # he-aggregate: which parameters the fraction encrypts
 SENSITIVITIES = ("exact", "hutchinson")  # he-aggregate: how the clients compute the sensitivity map
+DISCLOSURES = ("entries", "real", "slots")  # he-train: the gradient's entries, every slot's real part, every slot
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +63,12 @@ class RunConfig:
     # he-train: encrypted training steps after the attacked one; noise flooding 2**B of the shared decryption
     train_steps: int = 0
     flood_bits: int | None = None
+    # he-train: what the key holder hands over of each decryption; the server's key-recovery attack on it
+    disclosure: str = "entries"
+    key_recovery: bool = False
+    # DP-SGD on the client (Opacus): noise multiplier z (None: no DP-SGD), per-sample L2 clipping bound C
+    dp_noise: float | None = None
+    dp_clip: float = 1.0
     # he-aggregate: K clients with a batch each; who attacks; which parameters are encrypted
     clients: int = 1
     role: str = "server"
@@ -87,6 +94,12 @@ class RunConfig:
             raise ConfigError(f"train_steps must be >= 0, got {self.train_steps}")
         if self.flood_bits is not None and self.flood_bits < 1:
             raise ConfigError(f"flood_bits must be at least 1 (noise of std 2**B), got {self.flood_bits}")
+        if self.dp_noise is not None and not (math.isfinite(self.dp_noise) and self.dp_noise > 0):
+            raise ConfigError(f"dp_noise must be a noise multiplier > 0, got {self.dp_noise}")
+        if not (math.isfinite(self.dp_clip) and self.dp_clip > 0):
+            raise ConfigError(f"dp_clip must be a per-sample norm bound > 0, got {self.dp_clip}")
+        if self.dp_noise is None and self.dp_clip != 1.0:
+            raise ConfigError("dp_clip is DP-SGD's per-sample bound: set dp_noise (--dp-noise) too, or drop it")
         for name in ("lr", "tv", "clip", "success_psnr"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -105,7 +118,8 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a fraction in [0, 1], got {value}")
         if self.prune >= 1:
             raise ConfigError(f"prune {self.prune}: pruning every entry leaves nothing to share; use a fraction < 1")
-        choices = {"layout": LAYOUTS, "role": ROLES, "select": SELECTIONS, "sensitivity": SENSITIVITIES}
+        choices = {"layout": LAYOUTS, "role": ROLES, "select": SELECTIONS, "sensitivity": SENSITIVITIES,
+                   "disclosure": DISCLOSURES}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}")

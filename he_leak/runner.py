@@ -82,7 +82,7 @@ def prepare(cfg: RunConfig, *, key_seed: KeySeed | None = None, progress: Progre
         insecure=scenario.insecure, config=cfg.key(), security_index=security_index(spec, cfg.batch),
         mean_psnr=float(np.mean([psnr(pool.prior.overall, img) for img in attacked])),
         defences=scenario.defences or None, he_params=scenario.he_params(), key_source=scenario.key_source,
-        versions=versions(), **observed.cost.result_fields(),
+        versions=versions(), **observed.cost.result_fields(), **observed.fields,
     )  # fmt: skip
     return RunContext(cfg, spec, scenario, observed.observation, observed.truth, pool,
                       make_attack(cfg.attack, options), base)  # fmt: skip

@@ -120,6 +120,19 @@ def _federation_options(a: argparse.ArgumentParser) -> None:
     fl.add_argument("--flood-bits", type=int, default=None, dest="flood_bits", metavar="B",
                     help="he-train: the key holder floods the shared decryption with Gaussian noise of standard "
                          "deviation 2**B in the coefficient domain (the IND-CPA-D mitigation; docs/design.md)")
+    fl.add_argument("--key-recovery", action="store_true", dest="key_recovery",
+                    help="he-train: the server also tries to recover the secret key from the decryptions it is "
+                         "handed (IND-CPA-D) and, with it, decrypts the client's encrypted inputs")
+    fl.add_argument("--disclosure", default="entries", choices=("entries", "real", "slots"),
+                    help="he-train --key-recovery: what the key holder hands over of each decryption: the "
+                         "gradient's entries (default), every slot's real part, or every slot (complex)")
+    dp = a.add_argument_group("DP-SGD on the client (Opacus; plain, ckks-input, he-aggregate, secagg)")
+    dp.add_argument("--dp-noise", type=float, default=None, dest="dp_noise", metavar="Z",
+                    help="noise multiplier: each shared gradient is a DP-SGD step's (per-sample clipping, Gaussian "
+                         "noise of std Z·C on the sum); the utility is trained with DP-SGD; ε from Opacus's RDP "
+                         "accountant")  # fmt: skip
+    dp.add_argument("--dp-clip", type=float, default=1.0, dest="dp_clip", metavar="C",
+                    help="DP-SGD's per-sample L2 clipping bound (with --dp-noise; default 1.0)")
 
 
 def _run(sub: Any) -> None:
