@@ -166,6 +166,9 @@ def _inspect(sub: Any) -> None:
                        description="The verdict per (protection, attacker) with its legend, as report.md and the "
                        "README show it, from recorded results (nothing runs).")  # fmt: skip
     g.add_argument("results", type=Path, metavar="RESULTS", help="a results.jsonl, or the --out folder holding one")
+    g.add_argument("--view", default="protection", choices=("protection", "frontier", "key-recovery"),
+                   help="which table: the verdicts (default), the privacy–utility–cost frontier, or he-train's key "
+                        "recovery from shared decryptions")  # fmt: skip
 
 
 def _audit(sub: Any) -> None:

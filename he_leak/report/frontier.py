@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from he_leak.report.protection import STOP_MARGIN_DB, Cell, bytes_text, ci_text
+from he_leak.report.protection import STOP_MARGIN_DB, Cell, bytes_text, ci_text, summarise
 from he_leak.report.stats import CONFIDENCE
 from he_leak.text import fixed
 
@@ -54,6 +54,12 @@ def table(cells: Sequence[Cell]) -> list[str]:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     return lines + ["| " + " | ".join([str(i), *(c.replace("|", "\\|") for c in row_cells(cell))]) + " |"
                     for i, cell in enumerate(cells, start=1)]  # fmt: skip
+
+
+def markdown(rows: Sequence) -> str:
+    """The frontier table and its legend, as report.md holds them (`he-leak table --view frontier`)."""
+    lines = table(summarise(rows))
+    return "\n".join([*lines, "", legend()]) + "\n" if lines else ""
 
 
 def legend() -> str:

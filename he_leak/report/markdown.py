@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from he_leak.records import RESULT_KEYS
-from he_leak.report import frontier, protection
+from he_leak.report import frontier, keys, protection
 from he_leak.text import encryptor_name, finite, fixed, median_of
 
 DEFAULT_SYMBOL_EXACT = 0.999
@@ -238,6 +238,23 @@ def expectations_table(expectations: Sequence[Mapping[str, Any]]) -> list[str]:
     return _markdown_table(["expectation", "value", "runs", "status", "note"], body)
 
 
+def answer(rows: Sequence[Row], cells: Sequence[protection.Cell], *, headline: Path | str | None,
+           frontier_figure: Path | str | None) -> list[str]:  # fmt: skip
+    """The report's first screen: the protection table with its legend and figure, the privacy–utility–cost frontier
+    (when its figure was drawn: he_leak.report.frontier) and the key-recovery table (he_leak.report.keys)."""
+    lines: list[str] = []
+    if matrix := protection.table(cells):
+        lines += ["## Which protection stops which attacker", "", *matrix, "", protection.legend(), ""]
+        if headline is not None:
+            lines += [f"![protection]({Path(headline).as_posix()})", ""]
+    if frontier_figure is not None:
+        lines += ["## Privacy–utility–cost frontier", "", *frontier.table(cells), "", frontier.legend(), "",
+                  f"![frontier]({Path(frontier_figure).as_posix()})", ""]  # fmt: skip
+    if key_lines := keys.table(rows):
+        lines += ["## Key recovery from shared decryptions", "", *key_lines, "", keys.legend(), ""]
+    return lines
+
+
 def write_report(
     rows: Sequence[Row],
     out: Path,
@@ -267,13 +284,7 @@ def write_report(
     lines = [f"# {title}", "",
              f"{recorded}; {sum(1 for r in rows if r.get('success') is True)} succeeded, {failures} failed.", ""]
     cells = protection.summarise(rows) if rows else []
-    if matrix := protection.table(cells):
-        lines += ["## Which protection stops which attacker", "", *matrix, "", protection.legend(), ""]
-        if headline is not None:
-            lines += [f"![protection]({Path(headline).as_posix()})", ""]
-    if frontier_figure is not None:  # he_leak.report.frontier: drawn when the cells hold utility or cost
-        lines += ["## Privacy–utility–cost frontier", "", *frontier.table(cells), "", frontier.legend(), "",
-                  f"![frontier]({Path(frontier_figure).as_posix()})", ""]  # fmt: skip
+    lines += answer(rows, cells, headline=headline, frontier_figure=frontier_figure)
     if description:
         lines += ["## About this experiment", "", description.strip(), ""]
     if rows:
