@@ -92,6 +92,7 @@ def test_protection_names() -> None:
     assert name(scenario="secagg", clients=4) == "secagg · K=4"
     assert name(scenario="he-train", model="mlp", activation="square", key_recovery=True, disclosure="real",
                 flood_bits=20) == "he-train · mlp square, mse · shares real · flood 2^20"  # fmt: skip
+    assert name(scenario="he-train", model="logreg", key_recovery=True) == "he-train · logreg, mse · shares entries"
     assert protection.attackers({"scenario": "secagg", "config": {}}) == {
         "server (sees the sum)": ("keyless", "recovered")}  # fmt: skip
 

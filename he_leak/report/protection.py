@@ -62,7 +62,8 @@ def protection(row: Row) -> str:
     if scenario == "ckks-input":
         parts.append(str(row.get("encryptor")))
     elif scenario == "he-train":
-        parts.append(f"{cfg.get('model')} {cfg.get('activation')}, {cfg.get('loss') or 'mse'}")
+        model = " ".join(str(v) for v in (cfg.get("model"), cfg.get("activation")) if v)  # logreg has none
+        parts.append(f"{model}, {cfg.get('loss') or 'mse'}")
         if cfg.get("key_recovery"):
             parts.append(f"shares {cfg.get('disclosure', 'entries')}")
         if cfg.get("flood_bits"):
