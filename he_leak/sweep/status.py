@@ -50,11 +50,14 @@ class FolderStatus:
     partial: bool  # results.jsonl ends in a partial line (a killed sweep; cut off at the next run)
     holder: str | None  # the lock holder, None when no sweep runs there
     groups: dict[tuple[str, ...], Counts] = field(default_factory=dict)
+    expectations: list[dict[str, Any]] = field(default_factory=list)  # {"line", "met"} at the end of the last sweep
 
 
 def folder_status(out: Path | str) -> FolderStatus:
     """Read-only summary of a results folder (ConfigError when it is not one)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a results folder; give the --out folder of `he-leak run`")
     if not out.is_dir():
         raise ConfigError(f"{out}: no such results folder; give the --out folder of `he-leak run`")
     meta = read_meta(out)
@@ -83,6 +86,7 @@ def folder_status(out: Path | str) -> FolderStatus:
         failed=total.failed, pending=None if runs is None else total.pending,
         rejected=len(rejected_lines(out / REJECTED_FILE)), unrepaired=len(scan.rejected), partial=scan.partial,
         holder=lock_holder(out), groups=dict(sorted(groups.items())),
+        expectations=[e for e in meta.get("expectations") or [] if isinstance(e, dict)],
     )  # fmt: skip
 
 
@@ -127,6 +131,12 @@ def format_status(status: FolderStatus) -> str:
             extra.append("a partial last line (cut off at the next run)")
         lines.append("rejected: " + "; ".join(extra))
     lines.append(f"lock: held by {status.holder}" if status.holder else "lock: free (no sweep running)")
+    if status.expectations:
+        met = sum(e.get("met") is True for e in status.expectations)
+        unmet = sum(e.get("met") is False for e in status.expectations)
+        lines.append(f"expectations: {met} met, {unmet} unmet, {len(status.expectations) - met - unmet} pending "
+                     f"(at the end of the last sweep)")  # fmt: skip
+        lines += [f"  - {e.get('line')}" for e in status.expectations]
     if status.groups:
         header = "scenario · encryptor · attack"
         width = max(len(header), *(len(" · ".join(g)) for g in status.groups))
