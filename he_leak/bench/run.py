@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -32,7 +33,7 @@ from he_leak.bench.options import BATCHED_METHODS, add_arguments, check_ranges, 
 from he_leak.bench.report import report_console
 from he_leak.config import RunConfig, jsonable
 from he_leak.data import Dataset, load_dataset
-from he_leak.errors import AttackFailed, ConfigError
+from he_leak.errors import AttackFailed, ConfigError, HeLeakError
 from he_leak.models import ModelSpec, memory, shape_model
 from he_leak.records import Observation, Reconstruction
 
@@ -294,7 +295,12 @@ def run_from_args(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m he_leak.bench.run", description=__doc__.splitlines()[0])
     add_arguments(ap)
-    return run_from_args(ap.parse_args(argv))
+    args = ap.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except HeLeakError as e:  # as `he-leak bench`: one line, exit 2
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
