@@ -123,7 +123,9 @@ class ExpectationItem(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, UnmetExpectation):
-            where = f"{self.path}" + (f":{self.line}" if self.line else "")
+            here = Path(self.config.invocation_params.dir)
+            path = self.path.relative_to(here) if self.path.is_relative_to(here) else self.path
+            where = f"{path}" + (f":{self.line}" if self.line else "")
             return f"{where}: [[expect]] {self.name}\n  {excinfo.value}"
         return str(super().repr_failure(excinfo, style=style))
 
