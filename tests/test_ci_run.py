@@ -165,3 +165,16 @@ def test_leakage_failures_show_the_measurement(pytester):
     result.stdout.fnmatch_lines(["*assert 1*.* <= 1.0", "*where 1*.* = Leakage(plain — sees the gradient: does not "
                                  "stop; analytic 2/2 recovered, mean gain +1*.* dB [[]*[]] over a *dB prior, worst "
                                  "PSNR 200.0 dB).gain_db"])  # fmt: skip
+
+
+@pytest.mark.parametrize(("options", "needle"), [({"samples": 0}, "samples must be at least 1"),
+                                                 ({"seed": 3}, "sets seed per run itself"),
+                                                 ({"attacks": ()}, "attacks is empty"),
+                                                 ({"hiden": [8]}, "unknown key(s) hiden")])  # fmt: skip
+def test_leakage_refuses_bad_options_in_one_line(options, needle):
+    from he_leak.ci import leakage
+    from he_leak.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        leakage(**options)
+    assert needle in str(error.value) and "\n" not in str(error.value)

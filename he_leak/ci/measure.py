@@ -93,6 +93,9 @@ def leakage(
         raise ConfigError(f"samples must be at least 1, got {samples}")
     if not attacks:
         raise ConfigError("attacks is empty; name at least one, e.g. attacks=('analytic', 'idlg')")
+    if fixed_here := sorted({"attack", "index", "seed"} & set(options)):
+        raise ConfigError(f"leakage() sets {', '.join(fixed_here)} per run itself; use scenario=, attacks=, "
+                          f"first_index=")  # fmt: skip
     step = int(options.get("batch", 1)) * int(options.get("clients", 1))
     rows = []
     for attack in attacks:

@@ -153,14 +153,14 @@ def _diff(sub: Any) -> None:
         "diff", help="compare two results folders cell by cell; exit 1 when an attacker recovers more",
         description="Match the cells (configuration × attacker) of two results folders and compare each one's mean "
         "per-sample gain over the prior by a bootstrap interval of the difference (paired by sample when both hold "
-        "the same samples; 95%% over all cells, Bonferroni). Exit 1 when a cell got more leaky beyond noise and "
+        "the same samples; 95% over all cells, Bonferroni). Exit 1 when a cell got more leaky beyond noise and "
         "the tolerance, 0 otherwise, 2 on bad input.",
     )  # fmt: skip
     d.add_argument("base", type=Path, metavar="BASE_DIR", help="the reference results folder (or its results.jsonl)")
     d.add_argument("new", type=Path, metavar="NEW_DIR", help="the results folder to check against it")
     d.add_argument("--tolerance-db", type=float, default=None, dest="tolerance_db", metavar="X",
-                   help="a change must exceed X dB of mean gain (beyond its interval) to count (default: the "
-                        "verdicts' margin, 1 dB)")  # fmt: skip
+                   help="a cell is more leaky only when the whole interval of its change in mean gain lies above X "
+                        "dB (default: the verdicts' margin, 1 dB)")  # fmt: skip
     d.add_argument("--junit-xml", type=Path, default=None, dest="junit_xml", metavar="FILE",
                    help="also write one JUnit test case per cell (a failure for each cell more leaky)")
 
