@@ -9,7 +9,9 @@ stopped in any way (Ctrl-C, SIGKILL, a dead worker, a lost Ray task) resumes whe
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from he_leak.sweep.worker import Runner, failed_row
 from he_leak.text import describe_run, varying_fields
 
 REPORT_FILE = "report.md"
+EXPECTATIONS_FILE = "expectations.json"  # the evaluated [[expect]] rows, machine-readable, beside report.md
 FIGURES_DIR = "figures"
 MAX_ATTEMPTS = 3  # a run whose worker dies this many times is recorded as failed (e.g. it runs out of memory)
 
@@ -59,6 +62,7 @@ class ExperimentReport:
     succeeded: int = 0  # of those run now, how many succeeded
     seconds: float = 0.0  # wall time of the sweep
     engine: str = ""  # e.g. "local, 2 workers"
+    experiment: Path | None = None  # the experiment file (its [[expect]] rows carry their line numbers)
 
     @property
     def ok(self) -> bool:
@@ -142,7 +146,7 @@ def run_experiment(
         failed=sum(bool(r.get("error")) and not r.get("success") for r in ran), pending=pending,
         expectations=evaluated, unmet=tuple(e for e in evaluated if e.met is False), files=tuple(files),
         succeeded=sum(r.get("success") is True for r in ran), seconds=time.monotonic() - started,
-        engine=executor.describe(),
+        engine=executor.describe(), experiment=experiment.path,
     )  # fmt: skip
 
 
@@ -205,6 +209,8 @@ def _write_outputs(
             figure_paths.append(drawn)
             captions[drawn.relative_to(out).as_posix()] = plot.caption(series)
     evaluated = tuple(e.evaluate(rows, strict=check) for e in experiment.expectations)
+    document = expectations_document(experiment, evaluated, recorded=len(rows), check=check)
+    files.append(write_atomic(out / EXPECTATIONS_FILE, json.dumps(document, indent=2, allow_nan=False) + "\n"))
     files.append(
         markdown.write_report(
             rows, out / REPORT_FILE, title=experiment.name, description=experiment.description,
@@ -214,6 +220,20 @@ def _write_outputs(
         )
     )  # fmt: skip
     return evaluated, files + figure_paths + ([headline] if headline else [])
+
+
+def expectations_document(
+    experiment: Experiment, evaluated: Sequence[ExpectationResult], *, recorded: int, check: bool
+) -> dict[str, Any]:
+    """expectations.json: the experiment, how many of its runs are recorded, and every evaluated [[expect]] row
+    (status met / unmet / pending, value, bound, the runs behind it, the file's line of the row)."""
+    return {
+        "experiment": experiment.name, "file": str(experiment.path), "sha256": experiment.digest,
+        "runs": len(experiment.runs), "recorded": recorded, "check": check, "report": REPORT_FILE,
+        "met": sum(e.met is True for e in evaluated), "unmet": sum(e.met is False for e in evaluated),
+        "pending": sum(e.met is None for e in evaluated),
+        "expectations": [{"index": i, **e.as_json()} for i, e in enumerate(evaluated, start=1)],
+    }  # fmt: skip
 
 
 def experiment_rows(experiment: Experiment, out: Path | str) -> list[dict[str, Any]]:
