@@ -179,3 +179,28 @@ def test_layer_regex():
         by_layers(model, "conv")
     with pytest.raises(ConfigError, match="not a regular expression"):
         by_layers(model, "(")
+
+
+def _selective_table():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "selective_table.py"
+    spec = importlib.util.spec_from_file_location("selective_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_selective_table_smallest_p_needs_every_larger_p():
+    """A lucky p between two p's with gains does not count; one recovered image is a gain; 0 of 20 is "no gain",
+    not "stops" (the Clopper–Pearson bound 0.168 is above the verdict tables' 0.15)."""
+    t = _selective_table()
+    quiet = t.stats([False] * 20, [-5.0 + 0.1 * i for i in range(20)])
+    leaky = t.stats([True] + [False] * 19, [-5.0] * 20)
+    assert quiet["no_gain"] and not quiet["stops"] and abs(quiet["cp_high"] - 0.1684) < 1e-3
+    assert not leaky["no_gain"]
+    summary = {0.1: quiet, 0.2: leaky, 0.3: quiet, 0.5: quiet}
+    assert t.smallest_stopping([0.1, 0.2, 0.3, 0.5], summary) == 0.3
+    assert t.smallest_stopping([0.1, 0.2], {0.1: quiet, 0.2: leaky}) is None
+    assert t.stats([False] * 24, [-5.0 + 0.1 * i for i in range(24)])["stops"]

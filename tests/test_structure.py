@@ -107,6 +107,7 @@ LAYERS = (
     ("he_leak.report",),
     ("he_leak.engines", "he_leak.sweep"),
     ("he_leak.bench",),
+    ("he_leak.ci",),
     ("he_leak.cli", "he_leak.__main__", "he_leak"),
 )
 

@@ -1,4 +1,4 @@
-"""The `he-leak` command line: attack, run, status, table, audit, bench, list. Bad input → one line on stderr and
+"""The `he-leak` command line: attack, run, diff, status, table, audit, bench, list. Bad input → one line on stderr and
 exit code 2 (he_leak.cli.parser for the options, he_leak.cli.commands for what each does)."""
 
 from __future__ import annotations

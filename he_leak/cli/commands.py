@@ -60,8 +60,13 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from he_leak.ci import github
     from he_leak.sweep.driver import run_experiment
 
+    if args.junit_xml is not None:
+        from he_leak.ci.junit import check_path
+
+        check_path(args.junit_xml)
     report = run_experiment(
         args.experiment, args.out, check=args.check, engine=args.engine, workers=args.workers, address=args.address,
         limit=args.limit, quiet=args.quiet, force=args.force,
@@ -73,12 +78,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{n} expectation(s) checked, {state}:")
         for e in report.expectations:
             print(f"  - {e.line()}")
+    if args.junit_xml is not None or github.active():
+        from he_leak.ci.checks import publish
+
+        publish(report, junit=args.junit_xml)
     if args.check and report.unmet:
         print(f"{len(report.unmet)} expectation(s) not met:", file=sys.stderr)
         for line in report.unmet:
             print(f"  - {line}", file=sys.stderr)
         return EXIT_UNMET
     return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from he_leak.ci.diff import diff_cases, diff_folders
+    from he_leak.ci.junit import check_path, junit_xml
+    from he_leak.report.protection import STOP_MARGIN_DB
+    from he_leak.sweep.store import write_atomic
+
+    if args.junit_xml is not None:
+        check_path(args.junit_xml)
+    diff = diff_folders(args.base, args.new, tolerance=STOP_MARGIN_DB if args.tolerance_db is None else
+                        args.tolerance_db)  # fmt: skip
+    print("\n".join(diff.lines()), flush=True)
+    if args.junit_xml is not None:
+        write_atomic(args.junit_xml, junit_xml(f"{diff.name} (he-leak diff)", diff_cases(diff)))
+    return EXIT_UNMET if diff.regressions else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -136,8 +161,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "attack": cmd_attack, "run": cmd_run, "status": cmd_status, "table": cmd_table, "audit": cmd_audit,
-    "bench": cmd_bench, "list": cmd_list,
+    "attack": cmd_attack, "run": cmd_run, "diff": cmd_diff, "status": cmd_status, "table": cmd_table,
+    "audit": cmd_audit, "bench": cmd_bench, "list": cmd_list,
 }  # fmt: skip
 
 

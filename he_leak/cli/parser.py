@@ -148,6 +148,27 @@ def _run(sub: Any) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress output, only warnings and the final summary")
     r.add_argument("--force", action="store_true",
                    help="run into an --out folder that holds another experiment (its rows stay beside the new ones)")
+    r.add_argument("--junit-xml", type=Path, default=None, dest="junit_xml", metavar="FILE",
+                   help="also write the [[expect]] rows as JUnit XML (one test case per row) for a CI test report; "
+                        "inside GitHub Actions the step summary and ::error annotations come too")
+
+
+def _diff(sub: Any) -> None:
+    """`he-leak diff`: the regression gate between two results folders."""
+    d = sub.add_parser(
+        "diff", help="compare two results folders cell by cell; exit 1 when an attacker recovers more",
+        description="Match the cells (configuration × attacker) of two results folders and compare each one's mean "
+        "per-sample gain over the prior by a bootstrap interval of the difference (paired by sample when both hold "
+        "the same samples; 95% over all cells, Bonferroni). Exit 1 when a cell got more leaky beyond noise and "
+        "the tolerance, 0 otherwise, 2 on bad input.",
+    )  # fmt: skip
+    d.add_argument("base", type=Path, metavar="BASE_DIR", help="the reference results folder (or its results.jsonl)")
+    d.add_argument("new", type=Path, metavar="NEW_DIR", help="the results folder to check against it")
+    d.add_argument("--tolerance-db", type=float, default=None, dest="tolerance_db", metavar="X",
+                   help="a cell is more leaky only when the whole interval of its change in mean gain lies above X "
+                        "dB (default: the verdicts' margin, 1 dB)")  # fmt: skip
+    d.add_argument("--junit-xml", type=Path, default=None, dest="junit_xml", metavar="FILE",
+                   help="also write one JUnit test case per cell (a failure for each cell more leaky)")
 
 
 def _inspect(sub: Any) -> None:
@@ -185,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"he-leak {__version__}",
                         help="print the he-leak version and exit")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for add in (_attack, _run, _inspect, _audit, _bench):
+    for add in (_attack, _run, _diff, _inspect, _audit, _bench):
         add(sub)
     sub.add_parser("list", help="list the registered scenarios, encryptors, attacks, models and datasets")
     return parser

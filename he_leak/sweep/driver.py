@@ -9,7 +9,9 @@ stopped in any way (Ctrl-C, SIGKILL, a dead worker, a lost Ray task) resumes whe
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from he_leak.sweep.experiment import Experiment, load_experiment
 from he_leak.sweep.preflight import check_output, check_runs
 from he_leak.sweep.progress import Display, clock, make_display
 from he_leak.sweep.store import (
+    EXPECTATIONS_FILE,
     RESULTS_FILE,
     RUNS_DIR,
     SUMMARY_FILE,
@@ -30,7 +33,6 @@ from he_leak.sweep.store import (
     latest_by_config,
     read_meta,
     read_results,
-    record_expectations,
     summary_csv,
     write_atomic,
     write_meta,
@@ -61,6 +63,7 @@ class ExperimentReport:
     succeeded: int = 0  # of those run now, how many succeeded
     seconds: float = 0.0  # wall time of the sweep
     engine: str = ""  # e.g. "local, 2 workers"
+    experiment: Path | None = None  # the experiment file (its [[expect]] rows carry their line numbers)
 
     @property
     def ok(self) -> bool:
@@ -136,7 +139,6 @@ def run_experiment(
             display.end()
         rows = [recorded[k] for k in (config_id(c.key()) for c in experiment.runs) if k in recorded]
         evaluated, files = _write_outputs(experiment, out, rows, check)
-        record_expectations(out, [{"line": e.line(), "met": e.met} for e in evaluated])
     finally:
         store.close()
     return ExperimentReport(
@@ -144,7 +146,7 @@ def run_experiment(
         failed=sum(bool(r.get("error")) and not r.get("success") for r in ran), pending=pending,
         expectations=evaluated, unmet=tuple(e for e in evaluated if e.met is False), files=tuple(files),
         succeeded=sum(r.get("success") is True for r in ran), seconds=time.monotonic() - started,
-        engine=executor.describe(),
+        engine=executor.describe(), experiment=experiment.path,
     )  # fmt: skip
 
 
@@ -231,6 +233,8 @@ def _write_outputs(
             figure_paths.append(drawn)
             captions[drawn.relative_to(out).as_posix()] = plot.caption(series)
     evaluated = tuple(e.evaluate(rows, strict=check) for e in experiment.expectations)
+    document = expectations_document(experiment, evaluated, recorded=len(rows), check=check)
+    files.append(write_atomic(out / EXPECTATIONS_FILE, json.dumps(document, indent=2, allow_nan=False) + "\n"))
     files.append(
         markdown.write_report(
             rows, out / REPORT_FILE, title=experiment.name, description=experiment.description,
@@ -240,6 +244,20 @@ def _write_outputs(
         )
     )  # fmt: skip
     return evaluated, files + figure_paths + ([headline] if headline else [])
+
+
+def expectations_document(
+    experiment: Experiment, evaluated: Sequence[ExpectationResult], *, recorded: int, check: bool
+) -> dict[str, Any]:
+    """expectations.json: the experiment, how many of its runs are recorded, and every evaluated [[expect]] row
+    (status met / unmet / pending, value, bound, the runs behind it, the file's line of the row)."""
+    return {
+        "experiment": experiment.name, "file": str(experiment.path), "sha256": experiment.digest,
+        "runs": len(experiment.runs), "recorded": recorded, "check": check, "report": REPORT_FILE,
+        "met": sum(e.met is True for e in evaluated), "unmet": sum(e.met is False for e in evaluated),
+        "pending": sum(e.met is None for e in evaluated),
+        "expectations": [{"index": i, **e.as_json()} for i, e in enumerate(evaluated, start=1)],
+    }  # fmt: skip
 
 
 def experiment_rows(experiment: Experiment, out: Path | str) -> list[dict[str, Any]]:
