@@ -125,14 +125,15 @@ class Engine(ABC):
         nothing is in flight. `step` receives an in-process attack's progress (engines that can report it)."""
 
     def fit(self, runs: int) -> str | None:
-        """Before anything starts: use no more slots than `runs` (the runs pending). Returns the warning to show when
-        fewer workers are used than were asked for (capped at the CPUs or at the runs), else None."""
+        """Before anything starts: use no more slots than `runs` (the runs to execute now). Returns the warning to
+        show when fewer workers are used than were asked for (capped at the CPUs or at the runs), else None (also
+        when nothing runs: --limit 0)."""
         asked = max(self.asked or 0, self.slots)
         self.resize(max(1, min(self.slots, runs)))
-        if asked <= self.slots:
+        if asked <= self.slots or runs == 0:
             return None
         return (f"--workers {asked}: {self.slots} used (at most this machine's {available_cpus()} CPUs and the "
-                f"{runs} pending run{'s' if runs != 1 else ''})")  # fmt: skip
+                f"{runs} run{'s' if runs != 1 else ''} to execute)")  # fmt: skip
 
     def resize(self, slots: int) -> None:
         """Set the number of slots (called before any worker starts)."""
