@@ -140,12 +140,13 @@ def test_hutchinson_option_runs_and_is_refused_where_meaningless():
     scenario, obs = ctx.scenario, ctx.observation
     assert scenario.he_params()["sensitivity"] == "hutchinson"
     assert sum(int((~m).sum()) for m in obs.mask) == round(0.3 * sum(m.numel() for m in obs.mask))
-    for bad in (dict(select="random"), dict(encrypt_layers="^1"), dict(scenario="plain")):
-        fields = {**AGG, "sensitivity": "hutchinson", **bad}
+    for bad in (dict(select="random"), dict(encrypt_layers="^1"), dict(encrypt_fraction=1.0), dict(scenario="plain")):
+        fields = {k: v for k, v in {**AGG, "sensitivity": "hutchinson", **bad}.items() if k != "sensitivity_samples"}
         if bad.get("scenario") == "plain":
-            fields = {k: v for k, v in fields.items() if k not in ("role", "encrypt_fraction", "select",
-                                                                   "sensitivity_samples")}  # fmt: skip
-        with pytest.raises(ConfigError, match="sensitivity"):
+            fields = {k: v for k, v in fields.items() if k not in ("role", "encrypt_fraction", "select")}
+        if "encrypt_layers" in bad or "encrypt_fraction" in bad:  # no fraction to choose: select is refused first
+            fields = {k: v for k, v in fields.items() if k not in ("encrypt_fraction", "select")}
+        with pytest.raises(ConfigError, match="--sensitivity does not apply"):
             prepare(RunConfig(**fields))
     with pytest.raises(ConfigError, match="sensitivity_samples"):
         RunConfig(**{**AGG, "sensitivity_samples": 0})

@@ -97,11 +97,10 @@ def leakage(
         raise ConfigError(f"leakage() sets {', '.join(fixed_here)} per run itself; use scenario=, attacks=, "
                           f"first_index=")  # fmt: skip
     step = int(options.get("batch", 1)) * int(options.get("clients", 1))
-    rows = []
-    for attack in attacks:
-        for i in range(samples):
-            values = {**options, "scenario": scenario, "attack": attack, "index": first_index + i * step, "seed": i + 1}
-            rows.append(run_one(RunConfig.from_mapping(values, where="leakage()")).to_dict())
+    cfgs = [RunConfig.from_mapping({**options, "scenario": scenario, "attack": attack, "index": first_index + i * step,
+                                    "seed": i + 1}, where="leakage()")
+            for attack in attacks for i in range(samples)]  # every run checked before the first one starts
+    rows = [run_one(cfg).to_dict() for cfg in cfgs]
     cells = {cell.attacker: cell for cell in summarise(rows)}
     if attacker is None and len(cells) > 1:
         raise ConfigError(f"{scenario} has attackers {', '.join(cells)}: pass attacker=<one of them>")

@@ -1,6 +1,7 @@
 """Experiment files: TOML → validated runs (RunConfigs), expectations and plots. Nothing here runs anything.
 
-File format (every key is validated before anything runs)::
+File format (every key is validated before anything runs; a [fixed] or grid key must be used by every run it
+reaches — its scenario, attack and model, he_leak.options — else it is refused, also at its default value)::
 
     name = "ckks-input"                       # optional, defaults to the file's stem
     description = "Does DLG recover a CKKS ciphertext, and does that help without the key?"
@@ -14,7 +15,8 @@ File format (every key is validated before anything runs)::
     attack = ["dlg", "analytic"]
     index = [0, 1, 2]
 
-    [[grid]]                                  # the run list is the union of all grids, duplicates removed
+    [[grid]]                                  # the run list is the union of all grids (a run in two grids
+                                              # runs once; one grid listing a point twice is refused)
     scenario = ["plain"]
     attack = ["dlg"]
     index = [1, 2, 3]
@@ -73,6 +75,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import tomllib
 import types
 import typing
@@ -88,6 +91,7 @@ from he_leak.report.expectations import AGGREGATES, PLOT_AGGREGATES, PLOT_KINDS,
 from he_leak.sweep.grid import build, expand, is_sequence_field
 from he_leak.sweep.toml_lines import table_lines
 from he_leak.text import num, one_line
+from he_leak.validation import coerce
 
 TOP_KEYS = ("name", "description", "fixed", "grid", "expect", "plot")
 PLOT_KEYS = ("x", "y", "group", "kind", "aggregate", "title", "name")
@@ -96,6 +100,7 @@ EXPECT_KEYS = ("metric", "aggregate", "min", "max", "threshold", "note", "versus
 _CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 _RESULT_FIELDS = [f.name for f in dataclasses.fields(Result)]
 _RESULT_HINTS = typing.get_type_hints(Result)
+_CONFIG_HINTS = typing.get_type_hints(RunConfig)
 
 
 @dataclass(frozen=True)
@@ -260,6 +265,8 @@ def _bounds(raw: dict[str, Any], where: str, metric: str, aggregate: str) -> dic
         value = raw.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
         bounds[key] = None if value is None else float(value)
     if bounds["min"] is None and bounds["max"] is None:
         raise ConfigError(f"{where}: give min and/or max for the {aggregate} of {metric}")
@@ -375,8 +382,11 @@ def _filter_values(name: str, value: Any, where: str) -> tuple[Any, ...]:
         if option is None or (isinstance(option, str) and option in ("", "none") and name == "encryptor"):
             out.append(None)
             continue
-        cfg = build({name: option}, f"{where}: filter")
-        out.append(cfg.key()[name])
+        try:  # the field's type only: a filter names values, it is not a run whose options must be used
+            value = coerce(option, _CONFIG_HINTS[name], name)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: filter {e}") from None
+        out.append(list(value) if isinstance(value, tuple) else value)
     return tuple(out)
 
 
