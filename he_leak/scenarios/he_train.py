@@ -85,16 +85,12 @@ class HeTrain(Scenario):
     default_loss = "mse"
     default_activation = "square"
     losses = ("mse", "poly-sigmoid")
-    options = frozenset({"encryptor_params", "train_steps", "flood_bits", "disclosure", "key_recovery"})
 
     def __init__(self, cfg, *, key_seed=None) -> None:
         super().__init__(cfg, key_seed=key_seed)
         if cfg.flood_bits is not None and cfg.flood_bits > MAX_FLOOD_BITS:
             raise ParameterError(f"--flood-bits {cfg.flood_bits}: at most {MAX_FLOOD_BITS} (the noise must stay far "
                                  f"below the last prime of the chain)")  # fmt: skip
-        if cfg.disclosure != "entries" and not cfg.key_recovery:
-            raise ConfigError(f"--disclosure {cfg.disclosure} changes only what the key-recovery attacker sees (the "
-                              f"gradient attacks see the entries either way); add --key-recovery or drop it")
         if cfg.key_recovery and self.defences:
             raise ConfigError("--key-recovery models the key holder handing over the decryption itself; drop "
                               "--clip/--prune/--noise (--flood-bits is the decryption-side noise)")

@@ -15,7 +15,6 @@ class Plain(Scenario):
     """The baseline every encrypted scenario is compared with."""
 
     name = "plain"
-    options = frozenset({"dp_noise", "dp_clip"})
 
     def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(image_shape)

@@ -27,7 +27,6 @@ class SecAgg(Scenario):
 
     name = "secagg"
     utility_measured = "plaintext-equivalent (the masked sum is the plaintext sum up to 2^-32 fixed point)"
-    options = frozenset({"clients", "dp_noise", "dp_clip"})
 
     def __init__(self, cfg, *, key_seed=None) -> None:
         super().__init__(cfg, key_seed=key_seed)
