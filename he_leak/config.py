@@ -21,6 +21,7 @@ LAYOUTS = CHOICES["layout"]  # how a user's array is read (he_leak.data)
 ROLES = CHOICES["role"]  # he-aggregate: the aggregator without the key, or a key-holding client
 SELECTIONS = CHOICES["select"]  # he-aggregate: which parameters the fraction encrypts
 SENSITIVITIES = CHOICES["sensitivity"]  # he-aggregate: how the clients compute the sensitivity map
+DISCLOSURES = CHOICES["disclosure"]  # he-train: the gradient's entries, every slot's real part, every slot
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +62,12 @@ class RunConfig:
     # he-train: encrypted training steps after the attacked one; noise flooding 2**B of the shared decryption
     train_steps: int = 0
     flood_bits: int | None = None
+    # he-train: what the key holder hands over of each decryption; the server's key-recovery attack on it
+    disclosure: str = "entries"
+    key_recovery: bool = False
+    # DP-SGD on the client (Opacus): noise multiplier z (None: no DP-SGD), per-sample L2 clipping bound C
+    dp_noise: float | None = None
+    dp_clip: float = 1.0
     # he-aggregate: K clients with a batch each; who attacks; which parameters are encrypted
     clients: int = 1
     role: str = "server"

@@ -23,6 +23,7 @@ from he_leak.records import Observation, Reconstruction, Result, Truth, versions
 from he_leak.scenarios.base import SCENARIOS, Pool, Scenario, model_spec
 from he_leak.scoring.metrics import psnr
 from he_leak.scoring.score import Outcome, prior_only, score
+from he_leak.scoring.utility_accuracy import dp_epsilon
 from he_leak.seeds import KeySeed, derive
 
 # What a numerically failed attack raises: recorded as a failed row, never dropped (config errors propagate).
@@ -82,7 +83,8 @@ def prepare(cfg: RunConfig, *, key_seed: KeySeed | None = None, progress: Progre
         insecure=scenario.insecure, config=cfg.key(), security_index=security_index(spec, cfg.batch),
         mean_psnr=float(np.mean([psnr(pool.prior.overall, img) for img in attacked])),
         defences=scenario.defences or None, he_params=scenario.he_params(), key_source=scenario.key_source,
-        versions=versions(), **observed.cost.result_fields(),
+        dp_epsilon=dp_epsilon(cfg, ds),
+        versions=versions(), **observed.cost.result_fields(), **observed.fields,
     )  # fmt: skip
     return RunContext(cfg, spec, scenario, observed.observation, observed.truth, pool,
                       make_attack(cfg.attack, options), base)  # fmt: skip

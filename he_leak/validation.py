@@ -32,6 +32,7 @@ CHOICES = {
     "role": ("server", "client"),  # he-aggregate: the aggregator without the key, or a key-holding client
     "select": ("sensitivity", "random", "magnitude"),  # he-aggregate: which parameters the fraction encrypts
     "sensitivity": ("exact", "hutchinson"),  # he-aggregate: how the clients compute the sensitivity map
+    "disclosure": ("entries", "real", "slots"),  # he-train: the gradient's entries, every slot's real part, every slot
 }
 AT_LEAST_ONE = ("batch", "restarts", "classes", "width", "stride", "sensitivity_samples", "clients")
 
@@ -129,7 +130,7 @@ def _integers(cfg: Any) -> None:
 
 
 def _floats(cfg: Any) -> None:
-    for name in ("lr", "tv", "clip", "success_psnr", "noise", "prune", "encrypt_fraction"):
+    for name in ("lr", "tv", "clip", "success_psnr", "noise", "prune", "encrypt_fraction", "dp_noise", "dp_clip"):
         value = getattr(cfg, name)
         if value is not None and not math.isfinite(value):
             raise ConfigError(f"{name} must be a finite number, got {value}")
@@ -139,6 +140,10 @@ def _floats(cfg: Any) -> None:
             raise ConfigError(f"{name} must be positive, got {value}")
     if cfg.tv is not None and cfg.tv < 0:
         raise ConfigError(f"tv must be >= 0, got {cfg.tv}")
+    if cfg.dp_noise is not None and cfg.dp_noise <= 0:
+        raise ConfigError(f"dp_noise must be a noise multiplier > 0, got {cfg.dp_noise}")
+    if cfg.dp_clip <= 0:
+        raise ConfigError(f"dp_clip must be a per-sample norm bound > 0, got {cfg.dp_clip}")
     if cfg.noise < 0:
         raise ConfigError(f"noise must be a standard deviation >= 0, got {cfg.noise}")
     if not 0 < cfg.success_psnr <= PSNR_CAP:

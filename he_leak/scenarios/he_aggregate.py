@@ -29,7 +29,7 @@ from he_leak.data import Dataset, load_dataset
 from he_leak.errors import ConfigError
 from he_leak.models import shape_model
 from he_leak.records import HeCost, Observation, Observed, Reconstruction, Truth
-from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, Scenario, shared_gradient
+from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, Scenario
 from he_leak.scenarios.selection import select
 from he_leak.scenarios.sensitivity import check_exact, client_map, client_samples
 from he_leak.seeds import derive
@@ -103,8 +103,8 @@ class HeAggregate(Scenario):
 
     def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Observed:
         k, b = self.cfg.clients, self.cfg.batch
-        per_client = [self.share(shared_gradient(model, images[i * b : (i + 1) * b], labels[i * b : (i + 1) * b],
-                                                 loss=self.loss), client=i) for i in range(k)]  # fmt: skip
+        per_client = [self.share(self.client_gradient(model, images[i * b : (i + 1) * b], labels[i * b : (i + 1) * b],
+                                                      client=i), client=i) for i in range(k)]  # fmt: skip
         mean = tuple(torch.stack(gs).mean(0) for gs in zip(*per_client, strict=True))
         mask = select(
             model, fraction=self.cfg.encrypt_fraction, how=self.cfg.select, layers=self.cfg.encrypt_layers,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from he_leak.records import Observation, Observed, Reconstruction, Truth
-from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, Scenario, shared_gradient
+from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, Scenario
 
 
 @SCENARIOS.register("plain")
@@ -20,7 +20,7 @@ class Plain(Scenario):
         return tuple(image_shape)
 
     def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Observed:
-        grads = self.share(shared_gradient(model, images, labels, loss=self.loss))
+        grads = self.share(self.client_gradient(model, images, labels))
         obs = Observation(
             model=model,
             gradients=grads,
