@@ -19,7 +19,10 @@ import numpy as np
 from he_leak.errors import ConfigError
 
 LAYOUTS = ("auto", "hw", "hwc", "chw", "nhw", "nhwc", "nchw")  # how a user's array is read (he_leak.data)
-ROLES = ("server", "client")  # he-aggregate: the aggregator without the key, or a key-holding client
+# he-aggregate: the aggregator without the key, a key-holding client, or a key holder the server controls and
+# forwards every client's own ciphertext to (a sybil or a compromised participant)
+ROLES = ("server", "client", "colluder")
+HE_BACKENDS = ("seal", "openfhe-threshold")  # he-aggregate: one key shared by every client, or threshold CKKS
 SELECTIONS = ("sensitivity", "random", "magnitude")  # he-aggregate: which parameters the fraction encrypts
 SENSITIVITIES = ("exact", "hutchinson")  # he-aggregate: how the clients compute the sensitivity map
 
@@ -70,6 +73,8 @@ class RunConfig:
     encrypt_layers: str | None = None  # regular expression on parameter names (NVFlare's encrypt_layers)
     sensitivity: str = "exact"  # select = sensitivity: the exact map, or its Hutchinson estimate (16 probes/sample)
     sensitivity_samples: int = 32  # select = sensitivity: each client's own samples its map is computed on
+    he_backend: str = "seal"  # one CKKS key shared by every client (SEAL), or threshold CKKS (OpenFHE, all shares)
+    imprint: int = 0  # bins of a malicious server's imprint layer in front of the model (Fowl et al.); 0: none
 
     def __post_init__(self) -> None:
         for name in ("batch", "restarts", "classes", "width", "stride", "sensitivity_samples"):
@@ -83,6 +88,8 @@ class RunConfig:
             raise ConfigError(f"device {self.device!r}: use auto, cpu or cuda")
         if self.clients < 1:
             raise ConfigError(f"clients must be at least 1, got {self.clients}")
+        if self.imprint < 0 or self.imprint == 1:
+            raise ConfigError(f"imprint must be 0 (none) or at least 2 bins, got {self.imprint}")
         if self.train_steps < 0:
             raise ConfigError(f"train_steps must be >= 0, got {self.train_steps}")
         if self.flood_bits is not None and self.flood_bits < 1:
@@ -105,7 +112,8 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a fraction in [0, 1], got {value}")
         if self.prune >= 1:
             raise ConfigError(f"prune {self.prune}: pruning every entry leaves nothing to share; use a fraction < 1")
-        choices = {"layout": LAYOUTS, "role": ROLES, "select": SELECTIONS, "sensitivity": SENSITIVITIES}
+        choices = {"layout": LAYOUTS, "role": ROLES, "select": SELECTIONS, "sensitivity": SENSITIVITIES,
+                   "he_backend": HE_BACKENDS}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}")

@@ -102,8 +102,16 @@ def _he_options(a: argparse.ArgumentParser) -> None:
 def _federation_options(a: argparse.ArgumentParser) -> None:
     fl = a.add_argument_group("federated aggregation (he-aggregate) and HE training (he-train)")
     fl.add_argument("--clients", type=int, default=1, help="clients K, each with its own --batch of samples")
-    fl.add_argument("--role", default="server", choices=("server", "client"),
-                    help="who attacks: the aggregation server (no key) or a key-holding client")  # fmt: skip
+    fl.add_argument("--role", default="server", choices=("server", "client", "colluder"),
+                    help="who attacks: the aggregation server (no key), a key-holding client (the decrypted "
+                         "aggregate), or a key holder the server controls and forwards each client's own "
+                         "ciphertext to (a sybil)")  # fmt: skip
+    fl.add_argument("--he-backend", default="seal", choices=("seal", "openfhe-threshold"), dest="he_backend",
+                    help="he-aggregate: one CKKS key shared by every client (SEAL), or threshold CKKS where "
+                         "decryption needs every client's share (OpenFHE: pip install -e '.[threshold]')")
+    fl.add_argument("--imprint", type=int, default=0, metavar="BINS",
+                    help="he-aggregate: a malicious server puts an imprint layer of BINS brightness bins in front "
+                         "of the model (Fowl et al., Robbing the Fed); attack it with --attack imprint")
     fl.add_argument("--encrypt-fraction", type=float, default=1.0, dest="encrypt_fraction",
                     help="fraction p of gradient entries each client encrypts (the rest is sent in the clear)")
     fl.add_argument("--select", default="sensitivity", choices=("sensitivity", "random", "magnitude"),

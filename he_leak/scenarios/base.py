@@ -65,7 +65,8 @@ SCENARIO_OPTIONS = {
     "encryptor": "--encryptor", "encryptor_params": "--he", "insecure": "--insecure", "clients": "--clients",
     "role": "--role", "encrypt_fraction": "--encrypt-fraction", "select": "--select",
     "encrypt_layers": "--encrypt-layers", "train_steps": "--train-steps", "flood_bits": "--flood-bits",
-    "sensitivity": "--sensitivity", "sensitivity_samples": "--sensitivity-samples",
+    "sensitivity": "--sensitivity", "sensitivity_samples": "--sensitivity-samples", "he_backend": "--he-backend",
+    "imprint": "--imprint",
 }  # fmt: skip
 
 
