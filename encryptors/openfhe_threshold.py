@@ -7,7 +7,8 @@ client encrypts under. The aggregator adds ciphertexts with no key. A decryption
 the lead party sends c0 + s_0·c1 + e_0 (``MultipartyDecryptLead``), each other party s_i·c1 + e_i
 (``MultipartyDecryptMain``), and ``MultipartyDecryptFusion`` adds them to c0 + s·c1 + Σ e_i. OpenFHE's CKKS
 multiparty mode is FIXED_NOISE_MULTIPARTY (NOISE_FLOODING_MULTIPARTY is refused for CKKS): each partial decryption
-carries Gaussian noise of standard deviation 2^20 (OpenFHE's NoiseFlooding::MP_SD) in the coefficients.
+carries Gaussian noise of standard deviation 2^20 (OpenFHE's NoiseFlooding::MP_SD) in the coefficients: at N = 8192
+and scale 2^40 that is ~8.6e-5·√n per decrypted value for n parties, against SEAL's ~1e-8 (PARTIAL_NOISE_SD).
 
 One party alone (``decrypt_alone``): its share used as if it were the key, c0 + s_j·c1 + e_j = m + e − Σ_{i≠j} s_i·c1,
 which is m plus a polynomial that looks uniform without the other shares — it decodes to noise, or OpenFHE refuses to
@@ -30,6 +31,7 @@ backends' seconds compare like with like.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -44,8 +46,10 @@ from he_leak.seeds import KeySeed
 
 INSTALL = "pip install -e '.[threshold]'"
 PARTIAL_NOISE_SD = 2.0**20  # OpenFHE's NoiseFlooding::MP_SD: each partial decryption's Gaussian, coefficient domain
-# |decrypt − x|: the fresh bound of encryptors.packing, plus 6 standard deviations of the partial decryptions' noise in
-# one slot (√(N/2)·2^20/Δ per party, as for the flooding of encryptors.circuit)
+# In a slot the fused noise of n parties has standard deviation 2^20·√(N·n)/Δ: measured (4096 slots, N = 8192,
+# scale 2^40, n = 1, 2, 5, 9) at 1.00–1.02 times that, i.e. 8.6e-5·√n. |decrypt − x| is bounded by the fresh bound of
+# encryptors.packing per summed term plus PARTIAL_SIGMAS of those standard deviations (the largest of 4096 slots was
+# 3.5–3.8 of them)
 PARTIAL_SIGMAS = 6.0
 
 
@@ -60,6 +64,17 @@ def load_openfhe() -> Any:
             "source)"
         ) from None
     return openfhe
+
+
+def openfhe_version(module: Any) -> str:
+    """The wrapper's version: its ``__version__`` (PyPI's wheels), else its package metadata, else "unknown" (a
+    wrapper built from source and copied in has neither)."""
+    if hasattr(module, "__version__"):
+        return str(module.__version__)
+    try:
+        return importlib.metadata.version("openfhe")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def one_thread() -> threadpool_limits:
@@ -100,9 +115,13 @@ class ThresholdServer:
         first = contributions[0]
         if any((p.length, len(p.ciphertexts)) != (first.length, len(first.ciphertexts)) for p in contributions):
             raise CiphertextError("cannot add packed vectors of different lengths; pack equal lengths")
+        out = []
         with one_thread():
-            out = [self.context.EvalAddMany(list(column)) if len(column) > 1 else column[0]
-                   for column in zip(*(p.ciphertexts for p in contributions), strict=True)]  # fmt: skip
+            for column in zip(*(p.ciphertexts for p in contributions), strict=True):
+                total = column[0]
+                for cipher in column[1:]:
+                    total = self.context.EvalAdd(total, cipher)
+                out.append(total)
         return ThresholdPacked(out, length=first.length, count=sum(p.count for p in contributions))
 
 
@@ -160,15 +179,19 @@ class ThresholdPacker:
         return -(-length // self.slots)
 
     @property
+    def decryption_noise(self) -> float:
+        """Standard deviation, per slot, of the noise every party's partial decryption adds (see PARTIAL_NOISE_SD)."""
+        return PARTIAL_NOISE_SD * math.sqrt(self.params.poly_modulus_degree * self.parties) / self.params.scale
+
+    @property
     def precision(self) -> float:
         """Largest |decrypt − x| of one fresh packed vector, partial-decryption noise of every party included."""
-        n, scale = self.params.poly_modulus_degree, self.params.scale
-        partial = PARTIAL_SIGMAS * PARTIAL_NOISE_SD * math.sqrt(n / 2 * self.parties) / scale
-        return FRESH_NOISE_PER_DEGREE * n / scale + partial
+        return self.error_bound(ThresholdPacked((), length=0, count=1))
 
     def error_bound(self, packed: ThresholdPacked) -> float:
-        """Bound on |decrypt − Σ x_k|: one fresh bound per term plus the decryption's partial noise."""
-        return packed.count * self.precision
+        """Bound on |decrypt − Σ x_k|: one fresh bound per term plus PARTIAL_SIGMAS of the decryption's noise."""
+        fresh = FRESH_NOISE_PER_DEGREE * self.params.poly_modulus_degree / self.params.scale
+        return packed.count * fresh + PARTIAL_SIGMAS * self.decryption_noise
 
     def server(self) -> ThresholdServer:
         return ThresholdServer(self.context)
@@ -235,5 +258,6 @@ class ThresholdPacker:
             "security": "128-bit",  # OpenFHE's HEStd_128_classic check at context creation
             "backend": self.backend, "parties": self.parties, "shares_needed": self.shares_needed,
             "multiparty_mode": "FIXED_NOISE_MULTIPARTY", "partial_noise_sd": PARTIAL_NOISE_SD,
-            "reproducible": self.reproducible, "openfhe": str(getattr(self.ofhe, "__version__", "unknown")),
+            "decryption_noise_per_value": self.decryption_noise,
+            "reproducible": self.reproducible, "openfhe": openfhe_version(self.ofhe),
         }  # fmt: skip
