@@ -19,13 +19,14 @@ from he_leak.errors import DataError
 from he_leak.report.expectations import Plot
 from he_leak.text import encryptor_name
 
-PANEL_ORDER = ("truth", "view", "recovered_view", "decrypted", "keyless")
+PANEL_ORDER = ("truth", "recovered", "view", "recovered_view", "decrypted", "keyless")
 PANEL_LABELS = {
     "truth": "truth",
     "view": "ciphertext view",
     "recovered_view": "recovered view",
     "decrypted": "decrypted (key)",
     "keyless": "keyless estimate",
+    "recovered": "recovered",  # the attacker's estimate where the run has no key (plain)
 }
 CELL = 1.6  # inches per image
 
@@ -64,7 +65,8 @@ def _square(v: np.ndarray) -> np.ndarray:
 
 
 def ordered_panels(panels: Mapping[str, Any]) -> list[str]:
-    """Panel names in the drawing order: truth, view, recovered_view, decrypted, keyless, then the rest sorted."""
+    """Panel names in the drawing order: truth, recovered, view, recovered_view, decrypted, keyless, then the rest
+    sorted."""
     known = [p for p in PANEL_ORDER if p in panels and panels[p] is not None]
     return known + sorted(p for p in panels if p not in PANEL_ORDER and panels[p] is not None)
 

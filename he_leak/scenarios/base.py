@@ -60,16 +60,6 @@ class SampleScores:
     key_error: float | None = None  # its largest absolute error
 
 
-# Options that only some scenarios use: set on another scenario they are refused, never silently ignored.
-SCENARIO_OPTIONS = {
-    "encryptor": "--encryptor", "encryptor_params": "--he", "insecure": "--insecure", "clients": "--clients",
-    "role": "--role", "encrypt_fraction": "--encrypt-fraction", "select": "--select",
-    "encrypt_layers": "--encrypt-layers", "train_steps": "--train-steps", "flood_bits": "--flood-bits",
-    "sensitivity": "--sensitivity", "sensitivity_samples": "--sensitivity-samples", "he_backend": "--he-backend",
-    "imprint": "--imprint",
-}  # fmt: skip
-
-
 class Scenario(ABC):
     """Turns a batch of images into what the attacker observes, and a reconstruction back into plaintext."""
 
@@ -81,7 +71,6 @@ class Scenario(ABC):
     # how `utility` is measured under this protection (Result.utility_measured)
     utility_measured: str = "plaintext"
     losses: tuple[str, ...] = ("cross-entropy", "mse", "poly-sigmoid")  # the losses this scenario can train with
-    options: frozenset[str] = frozenset()  # which of SCENARIO_OPTIONS this scenario uses
 
     def __init__(self, cfg: RunConfig, *, key_seed: KeySeed | None = None) -> None:
         """`key_seed`: the key holder's secret (he_leak.seeds.KeySeed) from the runner, never from `cfg`; None: fresh
@@ -93,11 +82,6 @@ class Scenario(ABC):
         if self.loss not in self.losses:
             raise ConfigError(f"scenario {self.name} cannot train with the {self.loss} loss; use --loss "
                               f"{' or '.join(self.losses)}")  # fmt: skip
-        defaults = RunConfig()
-        for name, flag in SCENARIO_OPTIONS.items():
-            if name not in self.options and getattr(cfg, name) != getattr(defaults, name):
-                raise ConfigError(f"{flag} does not apply to scenario {self.name}; drop it or pick a scenario that "
-                                  f"uses it ({', '.join(sorted(o for o in _users(name)))})")  # fmt: skip
         if "insecure" in cfg.encryptor_params:
             raise ConfigError("set insecure parameters with --insecure (insecure = true in a TOML), not --he insecure")
 
@@ -178,11 +162,6 @@ def model_spec(cfg: RunConfig, input_shape: tuple[int, ...]) -> ModelSpec:
     activation = cfg.activation or SCENARIOS[cfg.scenario].default_activation
     return ModelSpec(name=cfg.model, input_shape=tuple(input_shape), classes=cfg.classes, hidden=cfg.hidden,
                      width=cfg.width, stride=cfg.stride, activation=activation, seed=cfg.seed)  # fmt: skip
-
-
-def _users(option: str) -> list[str]:
-    """The registered scenarios that use `option`."""
-    return [name for name, cls in SCENARIOS.items() if option in cls.options] or ["none"]
 
 
 def shared_gradient(

@@ -83,8 +83,6 @@ class HeAggregate(Scenario):
     name = "he-aggregate"
     encryptor = "ckks"
     utility_measured = "plaintext-equivalent (trained in plaintext; encrypted sums are exact up to CKKS error)"
-    options = frozenset({"encryptor_params", "clients", "role", "encrypt_fraction", "select", "encrypt_layers",
-                         "sensitivity", "sensitivity_samples", "he_backend", "imprint"})  # fmt: skip
 
     def __init__(self, cfg: RunConfig, *, key_seed: KeySeed | None = None) -> None:
         super().__init__(cfg, key_seed=key_seed)
