@@ -18,7 +18,8 @@ from he_leak.errors import ConfigError
 from he_leak.validation import CHOICES, check_use, validate
 
 LAYOUTS = CHOICES["layout"]  # how a user's array is read (he_leak.data)
-ROLES = CHOICES["role"]  # he-aggregate: the aggregator without the key, or a key-holding client
+ROLES = CHOICES["role"]  # he-aggregate: the aggregator without the key, a key-holding client, or the colluder
+HE_BACKENDS = CHOICES["he_backend"]  # he-aggregate: one key shared by every client, or threshold CKKS
 SELECTIONS = CHOICES["select"]  # he-aggregate: which parameters the fraction encrypts
 SENSITIVITIES = CHOICES["sensitivity"]  # he-aggregate: how the clients compute the sensitivity map
 DISCLOSURES = CHOICES["disclosure"]  # he-train: the gradient's entries, every slot's real part, every slot
@@ -76,6 +77,8 @@ class RunConfig:
     encrypt_layers: str | None = None  # regular expression on parameter names (NVFlare's encrypt_layers)
     sensitivity: str = "exact"  # select = sensitivity: the exact map, or its Hutchinson estimate (16 probes/sample)
     sensitivity_samples: int = 32  # select = sensitivity: each client's own samples its map is computed on
+    he_backend: str = "seal"  # one CKKS key shared by every client (SEAL), or threshold CKKS (OpenFHE, all shares)
+    imprint: int = 0  # bins of a malicious server's imprint layer in front of the model (Fowl et al.); 0: none
 
     def __post_init__(self) -> None:
         """Types (coerced), ranges and use: an option that differs from its default and that the run's scenario,

@@ -120,6 +120,8 @@ OPTIONS: dict[str, Option] = {
     "encrypt_layers": Option("--encrypt-layers", scenarios=("he-aggregate",)),
     "sensitivity": Option("--sensitivity", scenarios=("he-aggregate",), unused=_no_sensitivity_map),
     "sensitivity_samples": Option("--sensitivity-samples", scenarios=("he-aggregate",), unused=_no_sensitivity_map),
+    "he_backend": Option("--he-backend", scenarios=("he-aggregate",)),
+    "imprint": Option("--imprint", scenarios=("he-aggregate",)),
 }  # fmt: skip
 
 

@@ -29,7 +29,10 @@ PSNR_CAP = 200.0  # he_leak.scoring.metrics caps PSNR here: a higher success thr
 CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "layout": ("auto", "hw", "hwc", "chw", "nhw", "nhwc", "nchw"),  # how a user's array is read (he_leak.data)
-    "role": ("server", "client"),  # he-aggregate: the aggregator without the key, or a key-holding client
+    # he-aggregate: the aggregator without the key, a key-holding client, or a key holder the server controls and
+    # forwards every client's own ciphertext to (a sybil or a compromised participant)
+    "role": ("server", "client", "colluder"),
+    "he_backend": ("seal", "openfhe-threshold"),  # he-aggregate: one key shared by every client, or threshold CKKS
     "select": ("sensitivity", "random", "magnitude"),  # he-aggregate: which parameters the fraction encrypts
     "sensitivity": ("exact", "hutchinson"),  # he-aggregate: how the clients compute the sensitivity map
     "disclosure": ("entries", "real", "slots"),  # he-train: the gradient's entries, every slot's real part, every slot
@@ -116,6 +119,8 @@ def _integers(cfg: Any) -> None:
         raise ConfigError(f"index must be >= 0, got {cfg.index}")
     if cfg.iterations is not None and cfg.iterations < 1:
         raise ConfigError(f"iterations must be at least 1, got {cfg.iterations}")
+    if cfg.imprint < 0 or cfg.imprint == 1:
+        raise ConfigError(f"imprint must be 0 (none) or at least 2 bins, got {cfg.imprint}")
     if cfg.train_steps < 0:
         raise ConfigError(f"train_steps must be >= 0, got {cfg.train_steps}")
     if cfg.flood_bits is not None and cfg.flood_bits < 1:

@@ -190,3 +190,13 @@ def test_utility_is_per_protection_and_labelled_by_how_it_was_measured():
         assert protection.row_cells(cell)[8] == "0.800 (plain 0.820), encrypted SGD"
     del rows[-1]["utility_measured"]
     assert protection.row_cells(protection.summarise(rows)[0])[8] == "0.800 (plain 0.820)"
+
+
+def test_he_aggregate_labels_name_batch_backend_imprint_and_the_colluder():
+    def row(**cfg):
+        return {"scenario": "he-aggregate", "config": RunConfig(scenario="he-aggregate", **cfg).key()}
+
+    assert protection.protection(row(clients=4)) == "he-aggregate · K=4 · all encrypted"
+    label = protection.protection(row(clients=8, batch=2, he_backend="openfhe-threshold", imprint=64))
+    assert label == "he-aggregate · K=8 · B=2 · openfhe-threshold · imprint 64 bins · all encrypted"
+    assert list(protection.attackers(row(role="colluder"))) == ["colluder"]

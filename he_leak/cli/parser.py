@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, NoReturn
 
-from he_leak.config import DISCLOSURES, LAYOUTS, ROLES, SELECTIONS, SENSITIVITIES
+from he_leak.config import DISCLOSURES, HE_BACKENDS, LAYOUTS, ROLES, SELECTIONS, SENSITIVITIES
 
 EXIT_BAD_INPUT = 2
 
@@ -107,7 +107,15 @@ def _federation_options(a: argparse.ArgumentParser) -> None:
     fl = a.add_argument_group("federated aggregation (he-aggregate) and HE training (he-train)")
     fl.add_argument("--clients", type=int, help="clients K, each with its own --batch of samples (default 1)")
     fl.add_argument("--role", choices=ROLES,
-                    help="who attacks: the aggregation server (no key; default) or a key-holding client")
+                    help="who attacks: the aggregation server (no key; default), a key-holding client (the decrypted "
+                         "aggregate), or a key holder the server controls and forwards each client's own "
+                         "ciphertext to (a sybil)")  # fmt: skip
+    fl.add_argument("--he-backend", choices=HE_BACKENDS, dest="he_backend",
+                    help="he-aggregate: one CKKS key shared by every client (SEAL; default), or threshold CKKS where "
+                         "decryption needs every client's share (OpenFHE: pip install -e '.[threshold]')")
+    fl.add_argument("--imprint", type=int, metavar="BINS",
+                    help="he-aggregate: a malicious server puts an imprint layer of BINS brightness bins in front "
+                         "of the model (Fowl et al., Robbing the Fed); attack it with --attack imprint (default 0)")
     fl.add_argument("--encrypt-fraction", type=float, dest="encrypt_fraction",
                     help="fraction p of gradient entries each client encrypts, the rest sent in the clear (default 1)")
     fl.add_argument("--select", choices=SELECTIONS,

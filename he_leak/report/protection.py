@@ -5,10 +5,12 @@ selection, defences). Its attackers are whoever sees that scenario's gradient; e
 - ckks-input has two: the **keyless** attacker (its decoder's plaintext estimate; recovered = samples whose estimate
   reaches success_psnr, `keyless_recovered`) and a **key holder** (the decryption of the recovered ciphertext;
   recovered = the scenario's rule, exact and decryptable, `recovered`);
-- he-aggregate: the `server` (no key) or a key-holding `client`; he-train: whoever sees the decrypted update, and
-  with `--key-recovery` the server that recovers the key from the decryptions it is handed and decrypts the inputs
-  (its estimate is the key holder's; recovered: `key_holder_recovered`; no key: "attack failed", it keeps its
-  prior); plain and the gradient defences: whoever sees the gradient (their estimate and the scenario's `recovered`).
+- he-aggregate: the `server` (no key), a key-holding `client` or the server's key-holding `colluder` (the label
+  names K, B when not 1, a backend other than seal, and a malicious imprint layer); he-train: whoever sees the
+  decrypted update, and with `--key-recovery` the server that recovers the key from the decryptions it is handed and
+  decrypts the inputs (its estimate is the key holder's; recovered: `key_holder_recovered`; no key: "attack failed",
+  it keeps its prior); plain and the gradient defences: whoever sees the gradient (their estimate and the scenario's
+  `recovered`).
 
 Per (protection, attacker) and attack (he_leak.report.stats for the intervals): n samples scored — a run that ended
 without an estimate is counted as failed, never as a sample at its prior —, k recovered with the Clopper–Pearson
@@ -70,6 +72,12 @@ def protection(row: Row) -> str:
             parts.append(f"flood 2^{cfg['flood_bits']}")
     elif scenario == "he-aggregate":
         parts.append(f"K={cfg.get('clients', 1)}")
+        if cfg.get("batch", 1) != 1:
+            parts.append(f"B={cfg['batch']}")
+        if cfg.get("he_backend", "seal") != "seal":
+            parts.append(str(cfg["he_backend"]))
+        if cfg.get("imprint"):
+            parts.append(f"imprint {cfg['imprint']} bins")
         if cfg.get("encrypt_layers"):
             parts.append(f"layers /{cfg['encrypt_layers']}/ encrypted")
         elif (p := cfg.get("encrypt_fraction", 1.0)) >= 1.0:
