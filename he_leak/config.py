@@ -17,11 +17,14 @@ from typing import Any
 import numpy as np
 
 from he_leak.errors import ConfigError
+from he_leak.records import LocalTraining
 
 LAYOUTS = ("auto", "hw", "hwc", "chw", "nhw", "nhwc", "nchw")  # how a user's array is read (he_leak.data)
 ROLES = ("server", "client")  # he-aggregate: the aggregator without the key, or a key-holding client
 SELECTIONS = ("sensitivity", "random", "magnitude")  # he-aggregate: which parameters the fraction encrypts
 SENSITIVITIES = ("exact", "hutchinson")  # he-aggregate: how the clients compute the sensitivity map
+MODEL_MODES = ("eval", "train")  # how the client runs its model: running statistics, or BatchNorm's batch statistics
+UPDATE_KINDS = ("delta", "weights", "gradient")  # what an --update file holds (docs/design.md, "Captured updates")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +73,21 @@ class RunConfig:
     encrypt_layers: str | None = None  # regular expression on parameter names (NVFlare's encrypt_layers)
     sensitivity: str = "exact"  # select = sensitivity: the exact map, or its Hutchinson estimate (16 probes/sample)
     sensitivity_samples: int = 32  # select = sensitivity: each client's own samples its map is computed on
+    # the model: its weights (a state_dict file), a training stage, and the mode the client runs it in
+    weights: str | None = None  # .pt/.pth state_dict or .safetensors, loaded strictly (None: seeded initialisation)
+    pretrain_epochs: int = 0  # train on the dataset without the attacked samples first (he_leak.models.stage)
+    model_mode: str = "eval"  # train: BatchNorm uses batch statistics, its running buffers travel with the update
+    # FedAvg: the client's local training (0 steps: it shares one gradient, FedSGD)
+    local_steps: int = 0
+    local_lr: float | None = None
+    local_batch: int | None = None  # None: the whole batch in every step
+    # a captured update (plain): the file, what it holds, and whether --data/--index/--batch are the client's batch
+    update: str | None = None
+    update_kind: str = "delta"
+    update_truth: bool = False
+    # attack options: unroll the local steps (dlg, idlg, ig), and ig's BatchNorm-statistics prior weight
+    unroll: bool = True
+    bn_prior: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("batch", "restarts", "classes", "width", "stride", "sensitivity_samples"):
@@ -105,7 +123,9 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a fraction in [0, 1], got {value}")
         if self.prune >= 1:
             raise ConfigError(f"prune {self.prune}: pruning every entry leaves nothing to share; use a fraction < 1")
-        choices = {"layout": LAYOUTS, "role": ROLES, "select": SELECTIONS, "sensitivity": SENSITIVITIES}
+        self._check_federation()
+        choices = {"layout": LAYOUTS, "role": ROLES, "select": SELECTIONS, "sensitivity": SENSITIVITIES,
+                   "model_mode": MODEL_MODES, "update_kind": UPDATE_KINDS}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
@@ -113,6 +133,49 @@ class RunConfig:
             for name in ("sensitivity", "sensitivity_samples"):
                 if getattr(self, name) != getattr(RunConfig, name):
                     raise ConfigError(f"{name} applies to --select sensitivity without --encrypt-layers; drop it")
+
+    def _check_federation(self) -> None:
+        """Ranges of the model-stage, local-training, captured-update and their attack options (which scenario and
+        attack honour them is checked where they are used)."""
+        if self.pretrain_epochs < 0 or self.local_steps < 0:
+            raise ConfigError("pretrain_epochs and local_steps must be >= 0")
+        if self.local_batch is not None and self.local_batch < 1:
+            raise ConfigError(f"local_batch must be at least 1, got {self.local_batch}")
+        if self.local_lr is not None and not (math.isfinite(self.local_lr) and self.local_lr > 0):
+            raise ConfigError(f"local_lr must be a positive number, got {self.local_lr}")
+        if not (math.isfinite(self.bn_prior) and self.bn_prior >= 0):
+            raise ConfigError(f"bn_prior must be a weight >= 0, got {self.bn_prior}")
+        if self.local_steps == 0 and (self.local_lr is not None or self.local_batch is not None):
+            raise ConfigError("--local-lr and --local-batch describe local training: give --local-steps E (>= 1)")
+        if self.local_steps and self.local_lr is None:
+            raise ConfigError(f"--local-steps {self.local_steps}: state the client's learning rate with --local-lr")
+        if self.local_steps and self.local_batch and self.local_steps * self.local_batch < self.batch:
+            raise ConfigError(f"--local-steps {self.local_steps} of --local-batch {self.local_batch} use only "
+                              f"{self.local_steps * self.local_batch} of the --batch {self.batch} samples; the others "
+                              "take no part in the update: raise the steps or the local batch")  # fmt: skip
+        if not self.unroll and not self.local_steps:
+            raise ConfigError("--no-unroll applies to an update of local steps (--local-steps); drop it")
+        if self.update is None and (self.update_truth or self.update_kind != "delta"):
+            raise ConfigError("--truth and --update-kind describe a captured update: give --update FILE")
+        if self.update is not None and self.weights is None:
+            raise ConfigError("--update needs --weights GLOBAL: the global model the client started its training from")
+        if self.utility and (self.pretrain_epochs or self.update is not None):
+            raise ConfigError("--utility trains the model on the dataset, which --pretrain-epochs already trained on "
+                              "(its test split would not be held out) and which a captured --update does not "
+                              "describe: drop --utility")  # fmt: skip
+        if self.update_kind == "gradient" and self.local_steps:
+            raise ConfigError("--update-kind gradient is one gradient (FedSGD): drop --local-steps, or give the "
+                              "update as a delta or the client's weights")  # fmt: skip
+        if self.update_kind in ("delta", "weights") and self.update is not None and not self.local_steps:
+            raise ConfigError(f"--update-kind {self.update_kind}: state the client's local training (--local-steps "
+                              "E --local-lr η [--local-batch b]); --update-kind gradient for a gradient")  # fmt: skip
+
+    def local(self) -> LocalTraining | None:
+        """The local training this config describes (None: the client shares one gradient)."""
+        if not self.local_steps:
+            return None
+        return LocalTraining(steps=self.local_steps, lr=float(self.local_lr), batch=self.local_batch or self.batch,
+                             clients=self.clients)  # fmt: skip
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any], *, where: str = "config") -> RunConfig:

@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from he_leak.errors import AttackFailed
+from he_leak.errors import AttackFailed, ConfigError
 from he_leak.records import Observation, Reconstruction
 from he_leak.registry import Registry
 
@@ -34,6 +35,13 @@ class AttackOptions:
     dtype: torch.dtype | None = None
     device: torch.device = torch.device("cpu")
     progress: Progress | None = None
+    # FedAvg updates: simulate the client's local steps (dlg, idlg, ig), or match the update as one gradient
+    unroll: bool = True
+    bn_prior: float = 0.0  # ig: weight of the BatchNorm-statistics prior (he_leak.attacks.optim.unroll.bn_distance)
+
+
+# Options only some attacks use (AttackOptions field: CLI flag): set for another attack they are refused.
+ATTACK_OPTIONS = {"unroll": "--no-unroll", "bn_prior": "--bn-prior"}
 
 
 class Attack(ABC):
@@ -44,9 +52,20 @@ class Attack(ABC):
     # True: `reconstruct_many` runs many observations through one batched objective and the attack draws nothing from
     # torch's global generator, so a sweep may group its runs (he_leak.sweep.worker.group_runs)
     batchable: bool = False
+    uses: frozenset[str] = frozenset()  # which of ATTACK_OPTIONS this attack honours
 
     def __init__(self, options: AttackOptions) -> None:
         self.options = options
+
+    def check(self, obs: Observation) -> None:
+        """Refuse, in one line naming the reason, options this attack ignores and observations it cannot invert
+        (before it runs); subclasses add their own."""
+        defaults = AttackOptions()
+        for name, flag in ATTACK_OPTIONS.items():
+            if name not in self.uses and getattr(self.options, name) != getattr(defaults, name):
+                users = sorted(n for n, cls in ATTACKS.items() if name in cls.uses)
+                raise ConfigError(f"{flag} does not apply to attack {self.name}; drop it or use "
+                                  f"{' or '.join(users) or 'none'}")  # fmt: skip
 
     @property
     def iterations(self) -> int:
@@ -78,6 +97,18 @@ class Attack(ABC):
     def __repr__(self) -> str:
         o = self.options
         return f"{self.name}(iterations={self.iterations}, restarts={o.restarts}, lr={o.lr}, device={o.device})"
+
+
+def refuse_local_steps(attack: str, obs: Observation) -> None:
+    """ConfigError for attacks that invert one gradient when the update is several local steps."""
+    if obs.local is not None and obs.local.steps > 1:
+        raise ConfigError(f"attack {attack} inverts one gradient; an update of {obs.local.steps} local steps is a sum "
+                          "of gradients at different weights: use dlg, idlg or ig, which unroll the steps")  # fmt: skip
+
+
+def first_weight_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The first Linear or convolution of `model` (module order) and its name; None when it has neither."""
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)), None)
 
 
 def make_attack(name: str, options: AttackOptions) -> Attack:

@@ -39,7 +39,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "result.json").write_text(json.dumps(row, indent=2) + "\n")
-        save_run_figure(outcome.panels, args.out / "reconstruction.png")
+        if outcome.panels:
+            save_run_figure(outcome.panels, args.out / "reconstruction.png")
+        if "reconstruction" in outcome.panels:  # an unscored run: the recovered inputs and labels themselves
+            import numpy as np
+
+            np.savez(args.out / "reconstruction.npz", **outcome.panels)
     if args.json:
         print(json.dumps(row))
     else:
@@ -94,7 +99,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     shape = load_dataset(args.data, layout=args.layout, normalize=args.normalize).shape
     cfg = RunConfig(model=args.model, classes=args.classes, hidden=args.hidden, width=args.width, stride=args.stride,
-                    activation=args.activation, seed=args.seed)  # fmt: skip
+                    activation=args.activation, seed=args.seed, weights=args.weights,
+                    model_mode=args.model_mode)  # fmt: skip
     spec = model_spec(cfg, shape)
     result = audit(spec, batch=args.batch)
     print(json.dumps(result.to_dict()) if args.json else format_audit(result))

@@ -37,7 +37,15 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="lenet", help="model name (see `he-leak list`)")
+    p.add_argument("--model", default="lenet",
+                   help="model name (see `he-leak list`) or your own: path/to/module.py:factory or "
+                        "package.module:factory (given input_shape and classes if it takes them)")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="load the model's weights from a state_dict (.pt/.pth, or .safetensors with the safetensors "
+                        "extra), strictly; default: the seeded initialisation")
+    p.add_argument("--model-mode", default="eval", choices=("eval", "train"), dest="model_mode",
+                   help="how the client runs its model: eval (running statistics) or train (BatchNorm uses the "
+                        "batch's statistics and its running buffers travel with the update)")
     p.add_argument("--data", default="digits", help="dataset name or a path (PNG/JPEG, .npy, .npz, folder)")
     p.add_argument("--batch", type=int, default=1, help="batch size B of the shared gradient")
     p.add_argument("--classes", type=int, default=10, help="number of classes of the model (default 10)")
@@ -76,6 +84,7 @@ def _attack(sub: Any) -> None:
                    help="also train the model under this protection and record its test accuracy (utility)")
     _he_options(a)
     _federation_options(a)
+    _local_options(a)
     df = a.add_argument_group("gradient defences (any scenario; applied in this order)")
     df.add_argument("--clip", type=float, default=None, help="clip the gradient's L2 norm to this bound")
     df.add_argument("--prune", type=float, default=0.0, help="zero this fraction of smallest entries per tensor")
@@ -120,6 +129,31 @@ def _federation_options(a: argparse.ArgumentParser) -> None:
     fl.add_argument("--flood-bits", type=int, default=None, dest="flood_bits", metavar="B",
                     help="he-train: the key holder floods the shared decryption with Gaussian noise of standard "
                          "deviation 2**B in the coefficient domain (the IND-CPA-D mitigation; docs/design.md)")
+
+
+def _local_options(a: argparse.ArgumentParser) -> None:
+    lo = a.add_argument_group("local training (FedAvg), a captured update, the model's training stage")
+    lo.add_argument("--local-steps", type=int, default=0, dest="local_steps", metavar="E",
+                    help="the client runs E SGD steps and shares its weight difference (0: one gradient, FedSGD)")
+    lo.add_argument("--local-lr", type=float, default=None, dest="local_lr", metavar="LR",
+                    help="the client's learning rate (needed with --local-steps)")
+    lo.add_argument("--local-batch", type=int, default=None, dest="local_batch", metavar="b",
+                    help="samples per local step, in the client's order (default: the whole --batch)")
+    lo.add_argument("--no-unroll", action="store_false", dest="unroll",
+                    help="dlg/idlg/ig: match a local update as one gradient instead of simulating the E steps")
+    lo.add_argument("--bn-prior", type=float, default=0.0, dest="bn_prior", metavar="WEIGHT",
+                    help="ig: weight of the BatchNorm prior (the batch statistics the running buffers reveal)")
+    lo.add_argument("--update", default=None, metavar="FILE",
+                    help="attack an update captured from a real FL run (.npz/.npy/.pt; docs/design.md) instead of "
+                         "simulating one; needs --weights GLOBAL")  # fmt: skip
+    lo.add_argument("--update-kind", default="delta", choices=("delta", "weights", "gradient"), dest="update_kind",
+                    help="what --update holds: the weight difference, the client's weights after training (Flower's "
+                         "fit() result) or one gradient")  # fmt: skip
+    lo.add_argument("--truth", action="store_true", dest="update_truth",
+                    help="--update was computed on the samples --data/--index/--batch select: score against them "
+                         "(default: the truth is unknown and nothing is scored)")  # fmt: skip
+    lo.add_argument("--pretrain-epochs", type=int, default=0, dest="pretrain_epochs", metavar="N",
+                    help="train the model N epochs on the dataset without the attacked samples first")
 
 
 def _run(sub: Any) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 
 import numpy as np
@@ -28,8 +29,9 @@ from encryptors.packing import GradientPacker, PackingParams
 from he_leak.data import Dataset, load_dataset
 from he_leak.errors import ConfigError
 from he_leak.models import shape_model
-from he_leak.records import HeCost, Observation, Observed, Reconstruction, Truth
-from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, Scenario, shared_gradient
+from he_leak.models.local import running_buffers
+from he_leak.records import HeCost, Observation, Observed, Reconstruction, SharedBuffers, Truth
+from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, Scenario, shared_buffers
 from he_leak.scenarios.selection import select
 from he_leak.scenarios.sensitivity import check_exact, client_map, client_samples
 from he_leak.seeds import derive
@@ -67,7 +69,7 @@ class HeAggregate(Scenario):
     encryptor = "ckks"
     utility_measured = "plaintext-equivalent (trained in plaintext; encrypted sums are exact up to CKKS error)"
     options = frozenset({"encryptor_params", "clients", "role", "encrypt_fraction", "select", "encrypt_layers",
-                         "sensitivity", "sensitivity_samples"})  # fmt: skip
+                         "sensitivity", "sensitivity_samples", "local_steps"})  # fmt: skip
 
     @property
     def samples(self) -> int:
@@ -104,16 +106,27 @@ class HeAggregate(Scenario):
                 **getattr(self, "map_info", {})}
 
     def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Observed:
-        k, b = self.cfg.clients, self.cfg.batch
-        per_client = [self.share(shared_gradient(model, images[i * b : (i + 1) * b], labels[i * b : (i + 1) * b],
-                                                 loss=self.loss), client=i) for i in range(k)]  # fmt: skip
+        k, b, local = self.cfg.clients, self.cfg.batch, self.cfg.local()
+        if k > 1 and local is None and self.cfg.role == "client" and model.training and running_buffers(model):
+            raise ConfigError("he-aggregate --role client: the aggregate of K clients' gradients mixes their own "
+                              "BatchNorm statistics; state the round as --local-steps 1 --local-lr η so the attack "
+                              "simulates each client")  # fmt: skip
+        shares = [self.client_share(model, images[i * b : (i + 1) * b], labels[i * b : (i + 1) * b], client=i)
+                  for i in range(k)]  # fmt: skip
+        per_client = [update for update, _ in shares]
         mean = tuple(torch.stack(gs).mean(0) for gs in zip(*per_client, strict=True))
         mask = select(
             model, fraction=self.cfg.encrypt_fraction, how=self.cfg.select, layers=self.cfg.encrypt_layers,
             sensitivity=lambda: self.sensitivity_map(model), mean_gradient=mean, seed=derive(self.cfg.seed, "mask"),
         )  # fmt: skip
+        # what each client sends: its gradient, or after local training its weight difference Δ = −E·η·update
+        # (NVFlare encrypts the difference; equal steps, so its step-weighted average is the mean)
+        scale = -local.steps * local.lr if local else 1.0
+        hidden_buffers = self.encrypted_buffers([after for _, after in shares])
+        hidden = [np.concatenate([flatten(tuple(g * scale for g in update), mask, encrypted=True),
+                                  *(after[n].double().flatten().numpy() for n in hidden_buffers)])
+                  for update, after in shares]  # fmt: skip
         start = time.perf_counter()
-        hidden = [flatten(g, mask, encrypted=True) for g in per_client]
         if hidden[0].size:  # each client encrypts its share; the server adds; a key holder decrypts
             sent = [self.packing.encrypt(v) for v in hidden]
             aggregate = self.packing.decrypt(self.packing.server().sum(sent)) / k
@@ -123,16 +136,44 @@ class HeAggregate(Scenario):
         self.encrypted = encrypted_share(mask)
         cost = HeCost(seconds=seconds, bytes=int(sum(c.nbytes for c in sent)),
                       key_bytes=self.packing.public_key_bytes())
+        common = dict(model=model, input_shape=tuple(images.shape[1:]), classes=self.cfg.classes, loss=self.loss)
+        befores = running_buffers(model)
         if self.cfg.role == "client":  # a key holder: the decrypted aggregate plus the aggregated clear part
-            grads = unflatten(aggregate, mean, mask, encrypted=True, into=mean)
-            obs = Observation(model=model, gradients=grads, input_shape=tuple(images.shape[1:]), batch=k * b,
-                              classes=self.cfg.classes, loss=self.loss)  # fmt: skip
+            cut = len(hidden[0]) - sum(shares[0][1][n].numel() for n in hidden_buffers)
+            grads = unflatten(aggregate[:cut] / scale, mean, mask, encrypted=True, into=mean)
+            after = self.mean_buffers([a for _, a in shares], hidden_buffers, aggregate[cut:])
+            obs = Observation(gradients=grads, batch=k * b, local=local, buffers=shared_buffers(model, after),
+                              **common)  # fmt: skip
             return Observed(obs, Truth(inputs=images, labels=labels, plaintext=images), cost)
         visible = tuple(~m for m in mask)
         clear = tuple(g * v for g, v in zip(per_client[0], visible, strict=True))
-        obs = Observation(model=model, gradients=clear, input_shape=tuple(images.shape[1:]), batch=b,
-                          classes=self.cfg.classes, loss=self.loss, mask=visible)  # fmt: skip
+        seen = {n: v for n, v in shares[0][1].items() if n not in hidden_buffers}  # the counts are public
+        buffers = SharedBuffers(befores, seen) if any(v.is_floating_point() for v in seen.values()) else None
+        obs = Observation(gradients=clear, batch=b, mask=visible, buffers=buffers,
+                          local=dataclasses.replace(local, clients=1) if local else None, **common)  # fmt: skip
         return Observed(obs, Truth(inputs=images[:b], labels=labels[:b], plaintext=images[:b]), cost)
+
+    def encrypted_buffers(self, afters: list[dict[str, torch.Tensor]]) -> list[str]:
+        """The running statistics (float buffers) the clients encrypt with the update: those `--encrypt-layers`
+        matches, or without it all of them when the whole update is encrypted (a fraction covers parameters only)."""
+        names = [n for n, v in afters[0].items() if v.is_floating_point()]
+        if self.cfg.encrypt_layers:
+            return [n for n in names if re.search(self.cfg.encrypt_layers, n)]
+        return names if self.cfg.encrypt_fraction >= 1 else []
+
+    @staticmethod
+    def mean_buffers(afters: list[dict[str, torch.Tensor]], hidden: list[str],
+                     decrypted: np.ndarray) -> dict[str, torch.Tensor]:  # fmt: skip
+        """The clients' running buffers averaged: the encrypted ones from the decrypted aggregate, the rest in the
+        clear; the batch counts (equal for every client) as they are."""
+        out = {n: (torch.stack([a[n] for a in afters]).mean(0) if v.is_floating_point() else v)
+               for n, v in afters[0].items()}  # fmt: skip
+        start = 0
+        for n in hidden:
+            size = out[n].numel()
+            out[n] = torch.from_numpy(decrypted[start : start + size].copy()).reshape(out[n].shape).to(out[n].dtype)
+            start += size
+        return out
 
     def client_data(self) -> tuple[Dataset, list[np.ndarray]]:
         """The dataset and each client's own samples (indices) for its sensitivity map: `sensitivity_samples` per
