@@ -51,7 +51,8 @@ class TorchClient(NumPyClient):
 
     def set_parameters(self, parameters: list[np.ndarray]) -> None:
         keys = self.model.state_dict().keys()
-        self.model.load_state_dict(OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in zip(keys, parameters)))
+        arrays = zip(keys, parameters, strict=True)
+        self.model.load_state_dict(OrderedDict((k, torch.from_numpy(np.array(v))) for k, v in arrays))
 
     def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:
         self.set_parameters(parameters)

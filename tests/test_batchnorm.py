@@ -67,7 +67,7 @@ def test_the_audit_folds_eval_batchnorm_and_refuses_train_batchnorm_with_its_rea
 
 
 def test_dropout_in_train_mode_is_refused_naming_the_layer(tmp_path):
-    (tmp_path / "drop.py").write_text("from torch import nn\n\ndef net(input_shape, classes):\n    return nn.Sequential("
-                                      "nn.Flatten(), nn.Dropout(0.5), nn.Linear(64, classes))\n")  # fmt: skip
+    source = "from torch import nn\n\ndef net(input_shape, classes):\n    return nn.Sequential(nn.Flatten(), "
+    (tmp_path / "drop.py").write_text(source + "nn.Dropout(0.5), nn.Linear(64, classes))\n")
     with pytest.raises(ConfigError, match=r"layer 1 \(Dropout\) draws a random mask"):
         build_model(ModelSpec(name=f"{tmp_path / 'drop.py'}:net", input_shape=(1, 8, 8), mode="train"))

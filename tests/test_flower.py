@@ -50,8 +50,9 @@ def test_a_flower_clients_fit_result_is_attacked(tmp_path, capsys, where):
     args = attack_args(paths, **setting)
     scored = _attack(capsys, args)
     assert scored["truth_known"] is True and scored["config"]["update"] == str(paths["update"])
-    print(f"{where}: dlg on a Flower fit() update, PSNR {scored['plaintext_psnr']:.1f} dB, "
-          f"{scored['recovered']}/{scored['batch']} recovered", file=sys.stderr)
+    with capsys.disabled():
+        print(f"\n{where}: dlg on a Flower fit() update, PSNR {scored['plaintext_psnr']:.1f} dB, "
+              f"{scored['recovered']}/{scored['batch']} recovered")
     assert scored["plaintext_psnr"] >= RECOVERED_PSNR
     blind = _attack(capsys, [a for a in args if a != "--truth"])  # what the server alone knows
     assert blind["truth_known"] is False and blind["plaintext_psnr"] is None and blind["recovered"] is None
