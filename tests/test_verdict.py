@@ -190,3 +190,14 @@ def test_utility_is_per_protection_and_labelled_by_how_it_was_measured():
         assert protection.row_cells(cell)[8] == "0.800 (plain 0.820), encrypted SGD"
     del rows[-1]["utility_measured"]
     assert protection.row_cells(protection.summarise(rows)[0])[8] == "0.800 (plain 0.820)"
+
+
+def test_local_training_names_the_protection_and_single_gradient_attacks_are_their_own_line():
+    local = dict(batch=2, local_steps=2, local_lr=0.1, local_batch=1)
+    rows = plain_rows([30.0] * 20, **local) + plain_rows([1.0] * 20, **local, unroll=False)
+    rows += plain_rows([2.0] * 20, attack="ig", model="lenet-bn", model_mode="train", bn_prior=0.1)
+    cells = {c.protection: c for c in protection.summarise(rows) if c.attacker == "sees the gradient"}
+    assert set(cells) == {"plain · lenet · E=2 η=0.1 b=1", "plain · lenet-bn · train mode"}
+    fedavg = cells["plain · lenet · E=2 η=0.1 b=1"]
+    assert [a.attack for a in fedavg.attacks] == ["dlg", "dlg (single gradient)"]
+    assert [a.attack for a in cells["plain · lenet-bn · train mode"].attacks] == ["ig + BN prior 0.1"]
