@@ -333,9 +333,18 @@ def _filter_values(name: str, value: Any, where: str) -> tuple[Any, ...]:
         if option is None or (isinstance(option, str) and option in ("", "none") and name == "encryptor"):
             out.append(None)
             continue
-        cfg = build({name: option}, f"{where}: filter")
+        cfg = build({**FILTER_CONTEXT.get(name, {}), name: option}, f"{where}: filter")
         out.append(cfg.key()[name])
     return tuple(out)
+
+
+# Fields RunConfig accepts only beside others (local training): a filter on one is coerced in such a context.
+FILTER_CONTEXT: dict[str, dict[str, Any]] = {
+    "local_steps": {"local_lr": 0.1},
+    "local_lr": {"local_steps": 1},
+    "local_batch": {"local_steps": 1, "local_lr": 0.1},
+    "unroll": {"local_steps": 1, "local_lr": 0.1},
+}
 
 
 def _is_bool_metric(metric: str) -> bool:
