@@ -75,7 +75,7 @@ class RunConfig:
     sensitivity_samples: int = 32  # select = sensitivity: each client's own samples its map is computed on
     # the model: its weights (a state_dict file), a training stage, and the mode the client runs it in
     weights: str | None = None  # .pt/.pth state_dict or .safetensors, loaded strictly (None: seeded initialisation)
-    pretrain_epochs: int = 0  # train on the dataset without the attacked samples first (he_leak.models.stage)
+    pretrain_epochs: int = 0  # train on the dataset without the attacked samples first (he_leak.models.local.pretrain)
     model_mode: str = "eval"  # train: BatchNorm uses batch statistics, its running buffers travel with the update
     # FedAvg: the client's local training (0 steps: it shares one gradient, FedSGD)
     local_steps: int = 0

@@ -3,6 +3,7 @@ simulation (he_leak.attacks.optim.unroll) in float64, the schedule, the refusals
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,7 +11,7 @@ from he_leak.attacks.optim.unroll import Simulator, bn_distance
 from he_leak.config import RunConfig
 from he_leak.errors import ConfigError
 from he_leak.models import ModelSpec, build_model
-from he_leak.models.local import client_update, running_buffers
+from he_leak.models.local import client_update, pretrain, running_buffers
 from he_leak.records import LocalTraining, Observation, SharedBuffers
 from he_leak.runner import prepare, run_one
 
@@ -103,3 +104,28 @@ def test_the_unrolled_attack_inverts_a_two_step_update_the_single_gradient_attac
     single = run_one(RunConfig(**common, unroll=False))
     assert unrolled.plaintext_psnr >= 40, unrolled
     assert single.plaintext_psnr is not None and single.config["unroll"] is False
+
+
+def test_pretraining_learns_from_the_other_samples_only_and_follows_the_seed(monkeypatch):
+    import he_leak.runner as runner
+    from he_leak.data import load_dataset
+
+    cfg = RunConfig(model="mlp", hidden=(16,), data="digits", batch=2, index=5, attack="dlg", iterations=1,
+                    pretrain_epochs=3)  # fmt: skip
+    ds = load_dataset("digits")
+    x, y = torch.from_numpy(ds.images).float(), torch.from_numpy(ds.labels.astype(np.int64))
+    accuracy = lambda ctx: float((ctx.observation.model(x).argmax(1) == y).double().mean())  # noqa: E731
+    seen = {}
+
+    def spy(model, images, labels, **kw):
+        seen["images"] = images
+        return pretrain(model, images, labels, **kw)
+
+    monkeypatch.setattr(runner, "pretrain", spy)
+    trained, again = prepare(cfg), prepare(cfg)
+    assert accuracy(prepare(cfg.replace(pretrain_epochs=0))) < 0.3 < 0.5 < accuracy(trained)  # chance: 0.1
+    assert all(torch.equal(p, q) for p, q in zip(trained.observation.model.parameters(),
+                                                 again.observation.model.parameters(), strict=True))  # fmt: skip
+    assert len(seen["images"]) == len(ds) - 2
+    for attacked in ds.images[[5, 6]]:
+        assert not (seen["images"] == attacked).reshape(len(seen["images"]), -1).all(1).any()
