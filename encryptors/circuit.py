@@ -122,7 +122,7 @@ class CkksCircuit:
         key_seed = KeySeed.check(key_seed, "CkksCircuit")
         self.plan = plan
         params = SealParams("ckks", plan.poly_modulus_degree, plan.coeff_mod_bit_sizes)
-        self.context = SealContext(params, insecure=False)
+        self.context = SealContext(params, insecure=False, insecure_allowed=False)  # planned here: no --insecure
         self.periods = tuple(sorted({self._check_period(p) for p in periods}))
         self.steps = tuple(sorted({s for p in self.periods for s in rotation_steps(p)}))
         tool = self.context.seal.key_context_data().galois_tool()

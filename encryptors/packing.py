@@ -155,7 +155,7 @@ class GradientPacker(_PackingBase):
             raise ConfigError(f"packing scale must be > 1, got {params.scale!r}")
         context = SealContext(
             SealParams("ckks", int(params.poly_modulus_degree), tuple(int(b) for b in params.coeff_mod_bit_sizes)),
-            insecure=False,
+            insecure=False, insecure_allowed=False,
         )
         super().__init__(params, context, KeySet.generate(context, key_seed))
         self._randomness = Randomness(key_seed.child("packing", "encrypt"))

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 from tenseal import sealapi
 
-from encryptors.security import SECURE_MAX_BITS, check_security
+from encryptors.security import SECURE_MAX_BITS, check_seal_limits, check_security
 from he_leak.errors import ParameterError
 from he_leak.seeds import KeySeed, PublicSeed
 
@@ -59,22 +59,30 @@ class SealParams:
 
 class SealContext:
     """SEAL contexts for one parameter set at a security level chosen once: 128-bit (TC128) within the table, none
-    beyond it (only with ``insecure``; otherwise ParameterError). Pickles as its parameters."""
+    beyond it (only with ``insecure``; otherwise ParameterError). SEAL's own limits are checked first, so that the
+    128-bit table never suggests ``insecure`` for parameters SEAL rejects anyway; `insecure_allowed` False: the
+    caller has no such option (he-aggregate), and the message says so. Pickles as its parameters."""
 
-    def __init__(self, params: SealParams, *, insecure: bool) -> None:
-        check_security(
-            poly_modulus_degree=params.poly_modulus_degree, bit_sizes=params.coeff_mod_bit_sizes, insecure=insecure
-        )
+    def __init__(self, params: SealParams, *, insecure: bool, insecure_allowed: bool = True) -> None:
+        check_seal_limits(poly_modulus_degree=params.poly_modulus_degree, bit_sizes=params.coeff_mod_bit_sizes)
         self.params = params
         self.security = SECURE if params.within_table else NO_SECURITY
+        self._moduli = self._create_moduli()
+        self._level = sealapi.SEC_LEVEL_TYPE.NONE
+        self._context(None, expand=False)  # SEAL's own verdict on the parameters, before the security table
+        check_security(poly_modulus_degree=params.poly_modulus_degree, bit_sizes=params.coeff_mod_bit_sizes,
+                       insecure=insecure, insecure_allowed=insecure_allowed)  # fmt: skip
         self._build()
 
-    def _build(self) -> None:
+    def _create_moduli(self) -> Any:
         p = self.params
         try:
-            self._moduli = sealapi.CoeffModulus.Create(p.poly_modulus_degree, list(p.coeff_mod_bit_sizes))
+            return sealapi.CoeffModulus.Create(p.poly_modulus_degree, list(p.coeff_mod_bit_sizes))
         except (ValueError, RuntimeError) as err:
             raise ParameterError(f"{p.scheme} parameters rejected by SEAL: {err}; {p.text()}") from err
+
+    def _build(self) -> None:
+        self._moduli = self._create_moduli()
         self._level = sealapi.SEC_LEVEL_TYPE.TC128 if self.security == SECURE else sealapi.SEC_LEVEL_TYPE.NONE
         self.seal = self._context(None, expand=True)
 

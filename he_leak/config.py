@@ -7,8 +7,6 @@ import functools
 import hashlib
 import json
 import math
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +16,14 @@ import numpy as np
 
 from he_leak.errors import ConfigError
 from he_leak.records import LocalTraining
+from he_leak.validation import CHOICES, check_use, validate
 
-LAYOUTS = ("auto", "hw", "hwc", "chw", "nhw", "nhwc", "nchw")  # how a user's array is read (he_leak.data)
-ROLES = ("server", "client")  # he-aggregate: the aggregator without the key, or a key-holding client
-SELECTIONS = ("sensitivity", "random", "magnitude")  # he-aggregate: which parameters the fraction encrypts
-SENSITIVITIES = ("exact", "hutchinson")  # he-aggregate: how the clients compute the sensitivity map
-MODEL_MODES = ("eval", "train")  # how the client runs its model: running statistics, or BatchNorm's batch statistics
-UPDATE_KINDS = ("delta", "weights", "gradient")  # what an --update file holds (docs/design.md, "Captured updates")
+LAYOUTS = CHOICES["layout"]  # how a user's array is read (he_leak.data)
+ROLES = CHOICES["role"]  # he-aggregate: the aggregator without the key, or a key-holding client
+SELECTIONS = CHOICES["select"]  # he-aggregate: which parameters the fraction encrypts
+SENSITIVITIES = CHOICES["sensitivity"]  # he-aggregate: how the clients compute the sensitivity map
+MODEL_MODES = CHOICES["model_mode"]  # how the client runs its model: running statistics, or the batch's (BatchNorm)
+UPDATE_KINDS = CHOICES["update_kind"]  # what an --update file holds (docs/design.md, "Captured updates")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,49 +89,10 @@ class RunConfig:
     bn_prior: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("batch", "restarts", "classes", "width", "stride", "sensitivity_samples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.index < 0:
-            raise ConfigError(f"index must be >= 0, got {self.index}")
-        if self.iterations is not None and self.iterations < 1:
-            raise ConfigError(f"iterations must be at least 1, got {self.iterations}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device {self.device!r}: use auto, cpu or cuda")
-        if self.clients < 1:
-            raise ConfigError(f"clients must be at least 1, got {self.clients}")
-        if self.train_steps < 0:
-            raise ConfigError(f"train_steps must be >= 0, got {self.train_steps}")
-        if self.flood_bits is not None and self.flood_bits < 1:
-            raise ConfigError(f"flood_bits must be at least 1 (noise of std 2**B), got {self.flood_bits}")
-        for name in ("lr", "tv", "clip", "success_psnr"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise ConfigError(f"{name} must be a finite number, got {value}")
-        for name in ("lr", "clip"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{name} must be positive, got {value}")
-        if self.tv is not None and self.tv < 0:
-            raise ConfigError(f"tv must be >= 0, got {self.tv}")
-        if not (math.isfinite(self.noise) and self.noise >= 0):
-            raise ConfigError(f"noise must be a standard deviation >= 0, got {self.noise}")
-        for name in ("prune", "encrypt_fraction"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and 0 <= value <= 1):
-                raise ConfigError(f"{name} must be a fraction in [0, 1], got {value}")
-        if self.prune >= 1:
-            raise ConfigError(f"prune {self.prune}: pruning every entry leaves nothing to share; use a fraction < 1")
+        """Types (coerced), ranges and use: an option that differs from its default and that the run's scenario,
+        attack or model does not use is refused (he_leak.validation, he_leak.options)."""
+        validate(self)
         self._check_federation()
-        choices = {"layout": LAYOUTS, "role": ROLES, "select": SELECTIONS, "sensitivity": SENSITIVITIES,
-                   "model_mode": MODEL_MODES, "update_kind": UPDATE_KINDS}  # fmt: skip
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
-        if self.select != "sensitivity" or self.encrypt_layers:
-            for name in ("sensitivity", "sensitivity_samples"):
-                if getattr(self, name) != getattr(RunConfig, name):
-                    raise ConfigError(f"{name} applies to --select sensitivity without --encrypt-layers; drop it")
 
     def _check_federation(self) -> None:
         """Ranges of the model-stage, local-training, captured-update and their attack options (which scenario and
@@ -178,15 +138,20 @@ class RunConfig:
                              clients=self.clients)  # fmt: skip
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any], *, where: str = "config") -> RunConfig:
-        """Build from TOML/JSON-like values, refusing unknown keys and wrong types with a ConfigError."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        hints = typing.get_type_hints(cls)
+    def from_mapping(cls, values: Mapping[str, Any], *, where: str | None = "config") -> RunConfig:
+        """Build from TOML/JSON-like values or command-line options: unknown keys, wrong types and bad ranges are
+        refused, and so is every given option the run does not use, even at its default value (one ConfigError
+        line, prefixed with `where` when given)."""
+        fields = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-        clean = {k: _coerce(v, hints[k], f"{where}: {k}") for k, v in values.items()}
-        return cls(**clean)
+        try:
+            if unknown:
+                raise ConfigError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+            cfg = cls(**values)
+            check_use(cfg, values)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+        return cfg
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
@@ -198,51 +163,6 @@ class RunConfig:
 
 def _jsonable(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check `value` against a simple type hint (int, float, str, bool, tuple[int, ...], dict, X | None)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for opt in (o for o in options if o is not type(None)):
-            try:
-                return _coerce(value, opt, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0])
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where} must be a list of integers, got {value!r}")
-        return tuple(_coerce(v, int, where) for v in value)
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a table, got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                return int(value)
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-        return value
-    return value
 
 
 # -------------------------------------------------------------------------------------------------------- run ids

@@ -19,7 +19,8 @@ from torch import nn
 from he_leak import __version__
 
 RESULT_KEYS = (
-    "scenario", "encryptor", "model", "attack", "data", "index", "seed", "batch", "device", "seconds", "iterations",
+    "scenario", "encryptor", "model", "attack", "data", "index", "seed", "batch", "device", "seconds", "run_seconds",
+    "iterations",
     "label_correct", "input_mse", "input_psnr", "input_ssim", "symbol_exact", "decrypts", "plaintext_mse",
     "plaintext_psnr", "plaintext_ssim", "key_plaintext_psnr", "key_plaintext_ssim", "mean_psnr", "prior_psnr",
     "keyless_gain", "recovered", "utility", "he_seconds", "he_bytes", "he_gradient_error", "success", "error",
@@ -149,7 +150,9 @@ class Result:
     seed: int
     batch: int
     device: str
-    seconds: float | None = None
+    seconds: float | None = None  # the attack alone: its reconstruct call, with its own stopping rule
+    run_seconds: float | None = None  # the whole run: data, model, the scenario's encryption and HE work, the attack,
+    # scoring and the utility measurement
     iterations: int | None = None
     label_correct: float | None = None
     input_mse: float | None = None

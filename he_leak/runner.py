@@ -123,7 +123,7 @@ def _spec_index(spec: ModelSpec, batch: int) -> float | None:
     from he_leak.models.audit import audit
 
     try:
-        return float(audit(spec, batch=batch).security_index) + 0.0  # no -0.0
+        return float(audit(spec, batch=batch).security_index)
     except (RuntimeError, ValueError, ArithmeticError, HeLeakError):
         return None
 
@@ -155,7 +155,8 @@ def finish(ctx: RunContext, rec: Reconstruction | Exception, seconds: float) -> 
 def run_outcome(cfg: RunConfig, *, progress: Progress | None = None, key_seed: KeySeed | None = None) -> Outcome:
     """Run one attack and keep the images for figures; numerical failures become a row with success=False and
     `error` set. `key_seed`: the key holder's secret (None: fresh OS randomness); the same config and key seed give
-    the same Result except timings."""
+    the same Result except timings (`seconds`: the attack alone; `run_seconds`: the whole run)."""
+    begun = time.perf_counter()
     ctx = prepare(cfg, key_seed=key_seed, progress=progress)
     torch.manual_seed(derive(cfg.seed, "attack", "torch"))
     start = time.perf_counter()
@@ -163,13 +164,20 @@ def run_outcome(cfg: RunConfig, *, progress: Progress | None = None, key_seed: K
         rec: Reconstruction | Exception = ctx.attack.reconstruct(ctx.observation)
     except RUN_FAILURES as e:
         rec = e
-    return finish(ctx, rec, time.perf_counter() - start)
+    return timed(finish(ctx, rec, time.perf_counter() - start), time.perf_counter() - begun)
+
+
+def timed(outcome: Outcome, run_seconds: float) -> Outcome:
+    """The outcome with the whole run's wall time recorded (Result.run_seconds)."""
+    return dataclasses.replace(outcome, result=dataclasses.replace(outcome.result, run_seconds=run_seconds))
 
 
 def run_outcomes(cfgs: Sequence[RunConfig], *, key_seeds: Sequence[KeySeed | None] | None = None) -> list[Outcome]:
     """Runs that differ only in index and seed and whose attack is `batchable` (he_leak.sweep.worker.group_runs):
     their observations go through one `reconstruct_many` (one batched objective); the same outcomes as `run_outcome`
-    one by one (`key_seeds`: one per run, None: fresh), except `seconds`, the group's attack time shared equally."""
+    one by one (`key_seeds`: one per run, None: fresh), except `seconds` and `run_seconds`, the group's times shared
+    equally."""
+    begun = time.perf_counter()
     keys = [None] * len(cfgs) if key_seeds is None else list(key_seeds)
     contexts = [prepare(cfg, key_seed=key) for cfg, key in zip(cfgs, keys, strict=True)]
     start = time.perf_counter()
@@ -180,7 +188,8 @@ def run_outcomes(cfgs: Sequence[RunConfig], *, key_seeds: Sequence[KeySeed | Non
     except RUN_FAILURES as e:
         recs = [e] * len(cfgs)
     seconds = (time.perf_counter() - start) / len(cfgs)
-    return [finish(ctx, rec, seconds) for ctx, rec in zip(contexts, recs, strict=True)]
+    outcomes = [finish(ctx, rec, seconds) for ctx, rec in zip(contexts, recs, strict=True)]
+    return [timed(o, (time.perf_counter() - begun) / len(cfgs)) for o in outcomes]
 
 
 def run_one(cfg: RunConfig, *, progress: Progress | None = None, key_seed: KeySeed | None = None) -> Result:

@@ -1,7 +1,10 @@
-"""Shared test settings and fixtures: small thread count; the stub attacks some sweep tests register."""
+"""Shared test settings and fixtures: small thread count; the stub attacks some sweep tests register; pytester (the
+pytest plugin's tests run pytest inside pytest)."""
 
 import pytest
 import torch
+
+pytest_plugins = ("pytester",)
 
 
 @pytest.fixture(autouse=True, scope="session")

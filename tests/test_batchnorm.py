@@ -37,14 +37,14 @@ def test_the_bn_prior_is_igs_option_and_needs_the_buffers():
     assert result.error is None and result.plaintext_psnr is not None and result.config["bn_prior"] == 0.1
     with pytest.raises(ConfigError, match="--bn-prior needs the BatchNorm running statistics"):
         prepare(RunConfig(**{**PHOTO, "model_mode": "eval"}, attack="ig", bn_prior=0.1))
-    with pytest.raises(ConfigError, match="--bn-prior does not apply to attack dlg; drop it or use ig"):
+    with pytest.raises(ConfigError, match=r"--bn-prior does not apply to attack dlg \(only ig uses it\)"):
         prepare(RunConfig(**PHOTO, attack="dlg", bn_prior=0.1))
 
 
 def test_he_aggregate_encrypts_the_buffers_with_the_update_or_leaves_them_clear():
     common = dict(**PHOTO, scenario="he-aggregate", attack="ig", iterations=1)
     assert prepare(RunConfig(**common)).observation.buffers is None  # everything encrypted: none in the clear
-    clear = prepare(RunConfig(**common, encrypt_fraction=0.0, select="random")).observation.buffers
+    clear = prepare(RunConfig(**common, encrypt_fraction=0.0)).observation.buffers
     assert clear is not None and "body.7.running_var" in clear.after
     partly = prepare(RunConfig(**common, encrypt_layers="running_var")).observation.buffers
     assert set(partly.after) == {f"body.{i}.{k}" for i in (1, 4, 7) for k in ("running_mean", "num_batches_tracked")}

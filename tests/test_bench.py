@@ -56,6 +56,13 @@ def test_main_json(capsys) -> None:
     assert '"median_seconds"' in capsys.readouterr().out
 
 
+def test_main_refuses_a_bad_option_in_one_line(capsys) -> None:
+    """`python -m he_leak.bench.run` refuses as `he-leak bench` does: one line, exit 2, no traceback."""
+    assert main(["--x-tol", "nan", "--json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--x-tol nan" in err[0], err
+
+
 def test_bench_rejects_unknown_method() -> None:
     with pytest.raises(ConfigError, match="original"):
         bench(pairs=1, steps=1, classes=10, data="digits", methods=("nope",))

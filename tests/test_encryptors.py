@@ -164,12 +164,23 @@ def test_ckks_refuses_120_bits_at_4096_and_unknown_degree() -> None:
     with pytest.raises(ParameterError, match="120 bits exceeds .* 109"):
         make_encryptor("ckks", n=4, key_seed=TEST_KEY, coeff_mod_bit_sizes=[40, 40, 40])
     with pytest.raises(ParameterError, match="no 128-bit security entry"):
-        make_encryptor("ckks", n=4, key_seed=TEST_KEY, poly_modulus_degree=3000)
+        make_encryptor("ckks", n=4, key_seed=TEST_KEY, poly_modulus_degree=65536)
+
+
+def test_seal_limits_come_before_the_security_table() -> None:
+    """Parameters SEAL refuses whatever the security level are named as such, never answered with `insecure`."""
+    for params, needle in (({"poly_modulus_degree": 3000}, "not a power of two"),
+                           ({"coeff_mod_bit_sizes": [40, 20, 70]}, "2 to 60 bits")):  # fmt: skip
+        for insecure in (False, True):
+            with pytest.raises(ParameterError, match=needle) as info:
+                make_encryptor("ckks", n=4, key_seed=TEST_KEY, insecure=insecure, **params)
+            assert "insecure" not in str(info.value)
 
 
 def test_seal_rejections_become_parameter_errors() -> None:
+    """Two 17-bit primes ≡ 1 mod 2N do not exist for N = 32768 (65537 is the only one): SEAL's own refusal."""
     with pytest.raises(ParameterError, match="rejected by SEAL"):
-        make_encryptor("ckks", n=4, key_seed=TEST_KEY, coeff_mod_bit_sizes=[40, 20, 70], insecure=True)
+        make_encryptor("ckks", n=4, key_seed=TEST_KEY, poly_modulus_degree=32768, coeff_mod_bit_sizes=[17, 17])
 
 
 def test_ckks_splits_long_vectors_into_ciphertexts() -> None:

@@ -195,6 +195,7 @@ def test_ray_asks_for_a_gpu_only_when_there_is_one_and_a_run_may_use_it() -> Non
             return object()
 
     engine = RayEngine(workers=4)
+    engine.slots = 4  # four slots whatever this machine's CPUs (a local Ray's --workers is capped at them)
     engine.task = FakeTask()
     for gpus in (0.0, 1.0, 8.0):
         engine.gpus = gpus

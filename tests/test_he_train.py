@@ -63,12 +63,13 @@ def assert_from_the_evaluator(ctx) -> None:
 
 
 @pytest.mark.parametrize(("model", "hidden", "activation", "loss"), [
-    ("mlp", (8,), "square", "mse"), ("mlp", (6, 5), "sigmoid3", "poly-sigmoid"), ("logreg", (8,), None, "mse"),
+    ("mlp", (8,), "square", "mse"), ("mlp", (6, 5), "sigmoid3", "poly-sigmoid"), ("logreg", None, None, "mse"),
 ])  # fmt: skip
 def test_the_program_in_float64_is_torchs_gradient(model, hidden, activation, loss):
     """The program itself (PlainOps: numpy float64) gives torch's float64 gradient, so the CKKS error measured
     above is the encryption's alone."""
-    cfg = RunConfig(scenario="he-train", model=model, hidden=hidden, activation=activation, loss=loss)
+    cfg = RunConfig(scenario="he-train", model=model, activation=activation, loss=loss,
+                    **({"hidden": hidden} if hidden else {}))  # fmt: skip
     net = build_model(model_spec(cfg, (1, 8, 8)))
     torch.manual_seed(0)
     images, labels = torch.rand(3, 1, 8, 8), torch.tensor([1, 7, 3])
@@ -99,7 +100,8 @@ def test_the_check_fails_on_torchs_gradient(monkeypatch, dtype):
 
     monkeypatch.setattr(HeTrain, "encrypted_gradient", torch_gradient)
     with pytest.raises(AssertionError):
-        assert_from_the_evaluator(prepare(RunConfig(**{**CASE, "model": "logreg", "loss": "poly-sigmoid"})))
+        logreg = {k: v for k, v in CASE.items() if k != "hidden"}  # logreg has no hidden layer
+        assert_from_the_evaluator(prepare(RunConfig(**{**logreg, "model": "logreg", "loss": "poly-sigmoid"})))
 
 
 def test_flooding_adds_noise_of_the_documented_size(exact, flooded):

@@ -68,7 +68,8 @@ def _secret_patterns(scenario) -> list[bytes]:
 
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_observation_holds_no_truth_no_secret_no_seed(case):
-    fields = {"model": "mlp", "hidden": (8,), "data": "digits", "batch": 4, "index": 10, "seed": SEED, **case}
+    fields = {"model": "mlp", "data": "digits", "batch": 4, "index": 10, "seed": SEED, **case}
+    fields.update({"hidden": (8,)} if fields["model"] == "mlp" else {})
     ctx = prepare(RunConfig(**fields), key_seed=KEY)
     scenario, obs, truth = ctx.scenario, ctx.observation, ctx.truth
     blob = pickle.dumps(obs)

@@ -112,7 +112,7 @@ def test_he_train_attacker_reads_the_decrypted_update():
 
 
 def test_he_aggregate_server_sees_nothing_when_everything_is_encrypted():
-    result = run_one(_cfg("he-aggregate-server", encrypt_fraction=1.0, attack="idlg"))
+    result = run_one(_cfg("he-aggregate-server", encrypt_fraction=1.0, select="sensitivity", attack="idlg"))
     assert not result.success and result.error and result.plaintext_psnr is None
     assert result.prior_psnr == pytest.approx(result.mean_psnr)  # no label leaks: the prior is the dataset mean
 

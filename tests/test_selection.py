@@ -140,12 +140,13 @@ def test_hutchinson_option_runs_and_is_refused_where_meaningless():
     scenario, obs = ctx.scenario, ctx.observation
     assert scenario.he_params()["sensitivity"] == "hutchinson"
     assert sum(int((~m).sum()) for m in obs.mask) == round(0.3 * sum(m.numel() for m in obs.mask))
-    for bad in (dict(select="random"), dict(encrypt_layers="^1"), dict(scenario="plain")):
-        fields = {**AGG, "sensitivity": "hutchinson", **bad}
+    for bad in (dict(select="random"), dict(encrypt_layers="^1"), dict(encrypt_fraction=1.0), dict(scenario="plain")):
+        fields = {k: v for k, v in {**AGG, "sensitivity": "hutchinson", **bad}.items() if k != "sensitivity_samples"}
         if bad.get("scenario") == "plain":
-            fields = {k: v for k, v in fields.items() if k not in ("role", "encrypt_fraction", "select",
-                                                                   "sensitivity_samples")}  # fmt: skip
-        with pytest.raises(ConfigError, match="sensitivity"):
+            fields = {k: v for k, v in fields.items() if k not in ("role", "encrypt_fraction", "select")}
+        if "encrypt_layers" in bad or "encrypt_fraction" in bad:  # no fraction to choose: select is refused first
+            fields = {k: v for k, v in fields.items() if k not in ("encrypt_fraction", "select")}
+        with pytest.raises(ConfigError, match="--sensitivity does not apply"):
             prepare(RunConfig(**fields))
     with pytest.raises(ConfigError, match="sensitivity_samples"):
         RunConfig(**{**AGG, "sensitivity_samples": 0})
@@ -178,3 +179,28 @@ def test_layer_regex():
         by_layers(model, "conv")
     with pytest.raises(ConfigError, match="not a regular expression"):
         by_layers(model, "(")
+
+
+def _selective_table():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "selective_table.py"
+    spec = importlib.util.spec_from_file_location("selective_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_selective_table_smallest_p_needs_every_larger_p():
+    """A lucky p between two p's with gains does not count; one recovered image is a gain; 0 of 20 is "no gain",
+    not "stops" (the Clopper–Pearson bound 0.168 is above the verdict tables' 0.15)."""
+    t = _selective_table()
+    quiet = t.stats([False] * 20, [-5.0 + 0.1 * i for i in range(20)])
+    leaky = t.stats([True] + [False] * 19, [-5.0] * 20)
+    assert quiet["no_gain"] and not quiet["stops"] and abs(quiet["cp_high"] - 0.1684) < 1e-3
+    assert not leaky["no_gain"]
+    summary = {0.1: quiet, 0.2: leaky, 0.3: quiet, 0.5: quiet}
+    assert t.smallest_stopping([0.1, 0.2, 0.3, 0.5], summary) == 0.3
+    assert t.smallest_stopping([0.1, 0.2], {0.1: quiet, 0.2: leaky}) is None
+    assert t.stats([False] * 24, [-5.0 + 0.1 * i for i in range(24)])["stops"]

@@ -34,7 +34,9 @@ def test_grid_expansion_union_product_fixed(tmp_path: Path) -> None:
 def test_grid_lists_of_lists_and_tables(tmp_path: Path) -> None:
     text = """
 [[grid]]
+scenario = ["ckks-input"]
 attack = ["stub-half"]
+model = ["mlp"]
 hidden = [[4], [32, 16]]
 encryptor_params = [{}, {poly_modulus_degree = 4096}]
 """

@@ -98,7 +98,8 @@ def test_only_encryptors_import_tenseal():
 # The layers, bottom to top: a module may import its own layer and those below, never one above (encryptors sit
 # between the core and the scenarios that use them; the CLI on top may import anything).
 LAYERS = (
-    ("he_leak.errors", "he_leak.registry", "he_leak.config", "he_leak.seeds", "he_leak.text", "he_leak.records"),
+    ("he_leak.errors", "he_leak.registry", "he_leak.options", "he_leak.validation", "he_leak.config", "he_leak.seeds",
+     "he_leak.text", "he_leak.records"),
     ("encryptors", "he_leak.data", "he_leak.models"),
     ("he_leak.scenarios", "he_leak.attacks"),
     ("he_leak.scoring",),
@@ -106,6 +107,7 @@ LAYERS = (
     ("he_leak.report",),
     ("he_leak.engines", "he_leak.sweep"),
     ("he_leak.bench",),
+    ("he_leak.ci",),
     ("he_leak.cli", "he_leak.__main__", "he_leak"),
 )
 

@@ -129,7 +129,7 @@ def test_unusable_factories_are_refused_in_one_line(module, suffix, match):
 
 
 def test_registered_models_options_are_refused_for_a_user_model(module):
-    with pytest.raises(ConfigError, match="--hidden shapes the registered models"):
+    with pytest.raises(ConfigError, match=r"--hidden does not apply to model .*:fc \(only mlp uses it\)"):
         prepare(RunConfig(model=f"{module}:fc", hidden=(8,)))
 
 

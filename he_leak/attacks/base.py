@@ -40,10 +40,6 @@ class AttackOptions:
     bn_prior: float = 0.0  # ig: weight of the BatchNorm-statistics prior (he_leak.attacks.optim.unroll.bn_distance)
 
 
-# Options only some attacks use (AttackOptions field: CLI flag): set for another attack they are refused.
-ATTACK_OPTIONS = {"unroll": "--no-unroll", "bn_prior": "--bn-prior"}
-
-
 class Attack(ABC):
     """Base class: holds the options; subclasses implement `reconstruct`."""
 
@@ -52,20 +48,14 @@ class Attack(ABC):
     # True: `reconstruct_many` runs many observations through one batched objective and the attack draws nothing from
     # torch's global generator, so a sweep may group its runs (he_leak.sweep.worker.group_runs)
     batchable: bool = False
-    uses: frozenset[str] = frozenset()  # which of ATTACK_OPTIONS this attack honours
 
     def __init__(self, options: AttackOptions) -> None:
         self.options = options
 
     def check(self, obs: Observation) -> None:
-        """Refuse, in one line naming the reason, options this attack ignores and observations it cannot invert
-        (before it runs); subclasses add their own."""
-        defaults = AttackOptions()
-        for name, flag in ATTACK_OPTIONS.items():
-            if name not in self.uses and getattr(self.options, name) != getattr(defaults, name):
-                users = sorted(n for n, cls in ATTACKS.items() if name in cls.uses)
-                raise ConfigError(f"{flag} does not apply to attack {self.name}; drop it or use "
-                                  f"{' or '.join(users) or 'none'}")  # fmt: skip
+        """Refuse, in one line naming the reason, observations this attack cannot invert (before it runs);
+        subclasses add their own. Options the run's attack does not use are refused by RunConfig (he_leak.options)."""
+        return None
 
     @property
     def iterations(self) -> int:

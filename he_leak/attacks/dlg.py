@@ -42,7 +42,6 @@ class DeepLeakage(Attack):
     default_iterations = 300
     known_labels = False
     batchable = True
-    uses = frozenset({"unroll"})
 
     def labels(self, obs: Observation) -> torch.Tensor | None:
         return None

@@ -31,7 +31,6 @@ class InvertingGradients(Attack):
     default_lr = 0.1
     default_tv = 1e-4
     batchable = True
-    uses = frozenset({"unroll", "bn_prior"})
 
     @property
     def tv(self) -> float:

@@ -12,6 +12,18 @@ def _fmt(v: float | None, spec: str = ".2f") -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+WIDE = 1000  # columns of a console that is not a terminal: a file or a pipe gets whole tables, not 80 columns
+
+
+def report_console(file: Any = None) -> Any:
+    """A rich Console for the bench's tables (on stdout unless `file`): a terminal's own width, else WIDE columns,
+    so that output piped to a file is not cut at rich's default 80 columns ("44.…")."""
+    from rich.console import Console
+
+    console = Console(file=file)
+    return console if console.is_terminal else Console(file=file, width=WIDE)
+
+
 def print_report(report: Any, console: Any) -> None:
     """The per-run table, the per-method summary (own stopping rule; oracle column named as such) and the batched
     comparison, from a he_leak.bench.run.BenchReport."""

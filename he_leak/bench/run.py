@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -28,8 +29,12 @@ import torch
 from he_leak.attacks.base import AttackOptions, make_attack
 from he_leak.attacks.optim.lbfgs_match import DEFAULT_X_TOL
 from he_leak.bench.methods import METHODS, SUCCESS_PSNR, PeakMemory, Problem, make_problem, psnr
-from he_leak.data import load_dataset
-from he_leak.errors import AttackFailed, ConfigError
+from he_leak.bench.options import BATCHED_METHODS, add_arguments, check_ranges, method_names, resolve
+from he_leak.bench.report import report_console
+from he_leak.config import RunConfig, jsonable
+from he_leak.data import Dataset, load_dataset
+from he_leak.errors import AttackFailed, ConfigError, HeLeakError
+from he_leak.models import ModelSpec, memory, shape_model
 from he_leak.records import Observation, Reconstruction
 
 __all__ = ["SUCCESS_PSNR", "BenchReport", "bench", "default_pairs", "main", "psnr"]
@@ -158,16 +163,17 @@ def bench(
     threads: int | None = None, batched: int = 0, rounds: int = 1, batched_method: str = "dlg", console: Any = None,
 ) -> BenchReport:  # fmt: skip
     """Every method on `pairs` (image, seed) pairs (interleaved per pair), per device; then the batched comparison
-    when `batched` > 1."""
-    if pairs < 1 or steps < 1:
-        raise ConfigError(f"--pairs {pairs} --steps {steps}: both must be at least 1")
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads {threads}: give at least 1 (or leave it out for torch's default)")
-        torch.set_num_threads(threads)
-    for m in methods:
-        METHODS[m]  # unknown names: ConfigError listing the known ones
+    when `batched` > 1. Options are checked (he_leak.bench.options) and the memory of the largest problem estimated
+    (he_leak.models.memory, as for an attack run) before anything runs."""
+    check_ranges(pairs=pairs, steps=steps, classes=classes, x_tol=x_tol, batched=batched, rounds=rounds,
+                 threads=threads)  # fmt: skip
+    method_names(",".join(methods))
+    if batched > 1 and batched_method not in BATCHED_METHODS:
+        raise ConfigError(f"--batched-method {batched_method!r}: give one of {', '.join(BATCHED_METHODS)}")
     ds = load_dataset(data)
+    check_memory(ds, methods, classes=classes, batched=batched, batched_method=batched_method)
+    if threads is not None:
+        torch.set_num_threads(threads)
     chosen = default_pairs(pairs, len(ds))
     runs: list[BenchRun] = []
     for dev in devices(device):
@@ -209,7 +215,18 @@ def bench(
     return report
 
 
-BATCHED_METHODS = ("dlg", "idlg", "ig")
+def check_memory(ds: Dataset, methods: tuple[str, ...], *, classes: int, batched: int, batched_method: str) -> None:
+    """Each problem the bench builds, estimated as the attack run it is (he_leak.models.memory): one run per method
+    (the original loop counted as dlg) and the `batched` runs of the batched comparison together."""
+    as_attack = {"original": "dlg", "dlg-f32": "dlg"}
+    jobs = [("mlp" if m in FC_FIRST else "lenet", as_attack.get(m, m), 1) for m in methods]
+    if batched > 1:
+        jobs.append(("lenet", batched_method, batched))
+    for model, attack, runs in jobs:
+        spec = ModelSpec(name=model, input_shape=ds.shape, classes=classes)
+        cfg = RunConfig(attack=attack, model=model, classes=classes)
+        memory.check(memory.estimate(cfg, model=shape_model(spec), input_shape=ds.shape, image_values=math.prod(
+            ds.shape), dataset_size=len(ds), samples=1, runs=runs))  # fmt: skip
 
 
 def bench_batched(
@@ -263,44 +280,27 @@ def _alone(method: str, options: AttackOptions, obs: Observation) -> Reconstruct
         return e
 
 
-def add_arguments(ap: argparse.ArgumentParser) -> None:
-    """The bench's options (one set for `he-leak bench` and `python -m he_leak.bench.run`)."""
-    ap.add_argument("--pairs", type=int, default=10, help="number of (image, seed) pairs")
-    ap.add_argument("--steps", type=int, default=300, help="step budget (LBFGS.step calls) per run")
-    ap.add_argument("--classes", type=int, default=100, help="classes of the LeNet (default 100, as the DLG paper)")
-    ap.add_argument("--data", default="photos", help="dataset of the pairs (default photos: 32×32 RGB crops)")
-    ap.add_argument("--device", default="all", choices=("all", "auto", "cpu", "cuda"),
-                    help="all: CPU, and CUDA when present")  # fmt: skip
-    ap.add_argument("--methods", default="original,dlg,idlg,ig,analytic", help="comma-separated bench methods")
-    ap.add_argument("--x-tol", type=float, default=DEFAULT_X_TOL,
-                    help=f"dlg/idlg attacker-side stop (default {DEFAULT_X_TOL:g}; 0: run to the loss tolerance)")
-    ap.add_argument("--batched", type=int, default=0, help="also time K runs batched against one by one")
-    ap.add_argument("--batched-method", default="dlg", choices=BATCHED_METHODS, help="the attack --batched times")
-    ap.add_argument("--rounds", type=int, default=1, help="alternations of the batched comparison")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, all cores)")
-    ap.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
-
-
 def run_from_args(args: argparse.Namespace) -> int:
-    """Run the bench the parsed options ask for and print its report."""
-    console = None
-    if not args.json:
-        from rich.console import Console
-
-        console = Console()
-    methods = tuple(m for m in args.methods.split(",") if m)
-    report = bench(pairs=args.pairs, steps=args.steps, classes=args.classes, data=args.data, device=args.device,
-                   methods=methods, x_tol=args.x_tol, threads=args.threads, batched=args.batched,
-                   batched_method=args.batched_method, rounds=args.rounds, console=console)  # fmt: skip
+    """Run the bench the parsed options ask for (each checked first: he_leak.bench.options) and print its report:
+    tables as wide as they need on a terminal and in a file alike, or one JSON object (no NaN: options are finite,
+    measurements that are not become null)."""
+    values = resolve(args)
+    console = None if args.json else report_console()
+    report = bench(**values, console=console)
     if args.json:
-        print(json.dumps(report.to_dict(), default=str, indent=1))
+        print(json.dumps(jsonable(report.to_dict()), default=str, indent=1, allow_nan=False))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m he_leak.bench.run", description=__doc__.splitlines()[0])
     add_arguments(ap)
-    return run_from_args(ap.parse_args(argv))
+    args = ap.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except HeLeakError as e:  # as `he-leak bench`: one line, exit 2
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The `he-leak` command line: attack, run, status, table, audit, bench, list. Bad input → one line on stderr and
+"""The `he-leak` command line: attack, run, diff, status, table, audit, bench, list. Bad input → one line on stderr and
 exit code 2 (he_leak.cli.parser for the options, he_leak.cli.commands for what each does)."""
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_UNMET", "build_parser", "
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one subcommand; its exit code (a usage error: one line and EXIT_BAD_INPUT, returned, not raised)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse's usage error (one line, OneLineParser), --help or --version
+        return e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
     try:
         return COMMANDS[args.command](args)
     except HeLeakError as e:

@@ -18,6 +18,7 @@ import numpy as np
 
 from he_leak.data.user_files import read_user_data
 from he_leak.errors import ConfigError, DataError
+from he_leak.options import is_user_path
 from he_leak.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
@@ -31,6 +32,7 @@ class Dataset:
     name: str
     images: np.ndarray
     labels: np.ndarray
+    note: str = ""  # how a user's array was read, when another layout reads more images (user_files.layout_note)
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or len(self.images) != len(self.labels) or len(self.images) == 0:
@@ -49,11 +51,12 @@ class Dataset:
         """The dataset indices of `batch(index, size)`: `size` consecutive samples from `index`, wrapping around at
         the end, so code that must leave a run's samples out (a keyless decoder, a leave-one-out prior) can.
         `asked` names the options that ask for `size` samples (default "--batch N"), for the error message."""
+        read = f" ({self.name} was {self.note})" if self.note else ""
         if not 0 <= index < len(self):
-            raise ConfigError(f"--index {index} is out of range for {self.name} (0..{len(self) - 1})")
+            raise ConfigError(f"--index {index} is out of range for {self.name} (0..{len(self) - 1}){read}")
         if not 1 <= size <= len(self):
             raise ConfigError(f"{asked or f'--batch {size}'} asks for {size} samples but {self.name} holds "
-                              f"{len(self)}; lower it or give more data")  # fmt: skip
+                              f"{len(self)}{read}; lower it or give more data")  # fmt: skip
         return (index + np.arange(size)) % len(self)
 
     def batch(self, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,15 +82,15 @@ def load_dataset(name: str, *, layout: str = "auto", normalize: bool = False) ->
             raise ConfigError(f"--layout {layout} applies to user .npy/.npz files; {name} is a built-in dataset "
                               "(drop --layout)")  # fmt: skip
         return DATASETS[name]()
-    if "/" in name or "." in name or Path(name).exists():
+    if is_user_path(name):
         return load_path(Path(name), layout=layout, normalize=normalize)
     return DATASETS[name]  # raises ConfigError listing the known datasets
 
 
 def load_path(path: Path, *, layout: str = "auto", normalize: bool = False) -> Dataset:
     """A user file or folder (see he_leak.data.user_files for what is read and what is refused)."""
-    images, labels = read_user_data(path, layout=layout, normalize=normalize)
-    return Dataset(str(path), images, labels)
+    images, labels, note = read_user_data(path, layout=layout, normalize=normalize)
+    return Dataset(str(path), images, labels, note)
 
 
 def _crops(photo: np.ndarray, *, side: int, grid: int) -> list[np.ndarray]:

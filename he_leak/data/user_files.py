@@ -11,9 +11,11 @@ Every rule below is checked; anything else is refused with one line naming the f
   minimum and maximum, whatever its real dtype; a constant array is refused (there is no range to rescale). The
   flag is part of the run's config, so it is recorded in the Result.
 - Array layout (`--layout`, default auto): 2-D is H×W; 3-D is H×W×C if the last axis is 1, 3 or 4, C×H×W if only
-  the first axis is, otherwise N×H×W; 4-D is N×H×W×C if the last axis is 1, 3 or 4, N×C×H×W if only axis 1 is.
-  Shapes where both candidate axes are 1, 3 or 4 (e.g. 3×32×3) are refused as ambiguous: pass --layout. So a
-  (3, 32, 32) array is one RGB image and three grey images need `--layout nhw`. When a .npz gives `y`, its label
+  the first axis is 1 or 3, otherwise N×H×W; 4-D is N×H×W×C if the last axis is 1, 3 or 4, N×C×H×W if only axis 1
+  is. Shapes where both candidate axes are 1, 3 or 4 (e.g. 3×32×3) are refused as ambiguous: pass --layout; so is
+  4×H×W (one RGBA image whose alpha would be dropped, or four grey images). So a (3, 32, 32) array is one RGB image
+  and three grey images need `--layout nhw`; a sample index or batch beyond the images read names the layout taken
+  and the one that reads more images. When a .npz gives `y`, its label
   count decides first: of the layouts the shape allows (channel axis of size 1, 3 or 4), the one whose image count
   equals len(y) is taken — so (4, 16, 16) with 4 labels is four grey images — and a shape no layout reconciles with
   len(y) is refused naming both. An explicit layout (hw, hwc, chw, nhw, nhwc, nchw) overrides the rule and must match
@@ -38,6 +40,7 @@ import numpy as np
 
 from he_leak.config import LAYOUTS
 from he_leak.errors import ConfigError, DataError
+from he_leak.text import one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CHANNELS = (1, 3, 4)  # grey, RGB, RGBA (alpha dropped)
@@ -45,8 +48,10 @@ _KEEP_MODES = ("1", "L", "I", "F", "RGB")  # Pillow modes read as they are; LA -
 _INT_FIX = "cast to uint8 (values 0-255) or uint16 (0-65535), or to float in [0, 1], or pass --normalize"
 
 
-def read_user_data(path: Path, *, layout: str = "auto", normalize: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N×C×H×W float32 in [0,1]) and labels (N int64) from a user file or folder, by the module's rules."""
+def read_user_data(path: Path, *, layout: str = "auto",
+                   normalize: bool = False) -> tuple[np.ndarray, np.ndarray, str]:  # fmt: skip
+    """Images (N×C×H×W float32 in [0,1]) and labels (N int64) from a user file or folder, by the module's rules, and
+    a note on how an array was read when another layout would read more images ("" otherwise: see `layout_note`)."""
     if layout not in LAYOUTS:
         raise ConfigError(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     if not path.exists():
@@ -58,14 +63,14 @@ def read_user_data(path: Path, *, layout: str = "auto", normalize: bool = False)
                               "(drop --layout)")  # fmt: skip
         raw = read_folder(path) if path.is_dir() else [read_image(path)]
         images = stack_images([scaled(img, normalize=normalize, where=where) for img in raw], where=where)
-        return finish(images, normalize=normalize, where=where), np.zeros(len(images), np.int64)
+        return finish(images, normalize=normalize, where=where), np.zeros(len(images), np.int64), ""
     if suffix in (".npy", ".npz"):
         x, y = _load_numpy(path)
         count = None if y is None else int(np.asarray(y).size)
         pixels = scaled(to_nchw(x, layout, where=where, count=count), normalize=normalize, where=where)
         images = finish(pixels, normalize=normalize, where=where)
         labels = np.zeros(len(images), np.int64) if y is None else read_labels(y, len(images), where=where)
-        return images, labels
+        return images, labels, layout_note(np.shape(x), layout, count=count)
     raise DataError(f"{path}: unsupported file type {suffix!r}; use PNG/JPEG, .npy, .npz or a folder of images")
 
 
@@ -103,7 +108,10 @@ def read_image(path: Path) -> np.ndarray:
             frames = getattr(img, "n_frames", 1)
             keep = img.mode in _KEEP_MODES or img.mode.startswith("I;16")
             pixels = np.asarray(img if keep else img.convert("L" if img.mode in ("LA", "La") else "RGB"))
-    except (OSError, ValueError, SyntaxError, EOFError, UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as e:  # a valid image over Pillow's pixel limit (a decompression-bomb guard)
+        raise DataError(f"image {path} is over Pillow's pixel limit ({one_line(e)}); resize it to fewer pixels, or "
+                        "raise PIL.Image.MAX_IMAGE_PIXELS in code if you trust the file") from None  # fmt: skip
+    except (OSError, ValueError, SyntaxError, EOFError, UnidentifiedImageError):
         raise DataError(f"cannot read image {path}; give a PNG/JPEG file") from None
     if frames > 1:
         raise DataError(f"{path} holds {frames} frames; save each image to its own file")
@@ -144,6 +152,19 @@ def resolve_layout(shape: tuple[int, ...], layout: str, *, where: str, count: in
     return layout
 
 
+def layout_note(shape: tuple[int, ...], layout: str, *, count: int | None = None) -> str:
+    """How the auto layout read an array when another layout of its shape reads more images (e.g. "read as chw (1
+    image); --layout nhw reads 3"), for errors about sample indices; "" for an explicit layout or no such reading."""
+    if layout != "auto":
+        return ""
+    chosen = resolve_layout(shape, "auto", where="", count=count)
+    images = shape[0] if "n" in chosen else 1
+    more = [lay for lay in _candidates(shape) if "n" in lay and shape[0] > images]
+    if not more:
+        return ""
+    return f"read as {chosen} ({images} image{'s' if images != 1 else ''}); --layout {more[0]} reads {shape[0]}"
+
+
 def _candidates(shape: tuple[int, ...]) -> list[str]:
     """The layouts of the array's rank whose channel axis (if any) has 1, 3 or 4 entries."""
     layouts = {2: ["hw"], 3: ["hwc", "chw", "nhw"], 4: ["nhwc", "nchw"]}.get(len(shape), [])
@@ -171,6 +192,9 @@ def _auto_layout(shape: tuple[int, ...], *, where: str) -> str:
         if first and last:
             raise DataError(f"{where}: shape {shape} is ambiguous (channels first or last?); pass --layout hwc, "
                             "chw or nhw")  # fmt: skip
+        if first and not last and shape[0] == 4:  # RGBA would drop the fourth image as alpha: never silently
+            raise DataError(f"{where}: shape {shape} is one RGBA image (its alpha dropped) or 4 grey images; pass "
+                            "--layout chw or --layout nhw")  # fmt: skip
         return "hwc" if last else "chw" if first else "nhw"
     if len(shape) == 4:
         second, last = shape[1] in CHANNELS, shape[-1] in CHANNELS

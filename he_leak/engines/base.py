@@ -5,6 +5,7 @@ sweep) stores the records and decides what to do with lost runs; engines never w
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -92,12 +93,27 @@ class Work:
         self.retries.append(cfg)
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system says, else the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def capped_workers(workers: int) -> tuple[int, int | None]:
+    """`--workers` capped at the CPUs available: (workers to use, the number asked when capped, else None). More
+    processes than CPUs only share them (and each holds its own copy of torch, ~0.7 GB)."""
+    cpus = available_cpus()
+    return (cpus, workers) if workers > cpus else (workers, None)
+
+
 class Engine(ABC):
     """Executes runs. Built cheaply (options checked, nothing started); `run` starts workers on first use; `close`
     stops them (at once, also in the middle of a run, e.g. after Ctrl-C)."""
 
     name: str = "engine"
     slots: int = 1  # runs executing at once
+    asked: int | None = None  # the --workers asked for when more than this machine's CPUs (capped at them)
     checks_local_devices: bool = True  # runs execute on this machine: its CUDA decides what device = "cuda" can do
 
     def __init__(self, *, runner: Runner | None = None) -> None:
@@ -107,6 +123,21 @@ class Engine(ABC):
     def run(self, work: Work, *, step: Step | None = None) -> Iterator[Event]:
         """Execute everything `work` hands out, yielding events as they happen; returns when work is empty and
         nothing is in flight. `step` receives an in-process attack's progress (engines that can report it)."""
+
+    def fit(self, runs: int) -> str | None:
+        """Before anything starts: use no more slots than `runs` (the runs to execute now). Returns the warning to
+        show when fewer workers are used than were asked for (capped at the CPUs or at the runs), else None (also
+        when nothing runs: --limit 0)."""
+        asked = max(self.asked or 0, self.slots)
+        self.resize(max(1, min(self.slots, runs)))
+        if asked <= self.slots or runs == 0:
+            return None
+        return (f"--workers {asked}: {self.slots} used (at most this machine's {available_cpus()} CPUs and the "
+                f"{runs} run{'s' if runs != 1 else ''} to execute)")  # fmt: skip
+
+    def resize(self, slots: int) -> None:
+        """Set the number of slots (called before any worker starts)."""
+        self.slots = slots
 
     def close(self) -> None:  # noqa: B027  (an engine without workers has nothing to stop)
         """Stop the workers (idempotent)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from he_leak.engines.base import BATCH_SECONDS, Engine, Event, Finished, Work
+from he_leak.engines.base import BATCH_SECONDS, Engine, Event, Finished, Work, capped_workers
 from he_leak.errors import ConfigError
 from he_leak.sweep.worker import Runner, Step, run_chunk
 
@@ -30,14 +30,18 @@ class SerialEngine(Engine):
 
 
 def make_local(*, workers: int | None = None, address: str | None = None, runner: Runner | None = None) -> Engine:
-    """The local engine for `workers` processes (default 1: in this process)."""
+    """The local engine for `workers` processes (default 1: in this process; capped at the CPUs available)."""
     if address is not None:
         raise ConfigError("--address names a Ray cluster; use it with --engine ray")
     workers = 1 if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
+    workers, asked = capped_workers(workers)
     if workers == 1:
-        return SerialEngine(runner=runner)
-    from he_leak.engines.pool import PoolEngine
+        engine: Engine = SerialEngine(runner=runner)
+    else:
+        from he_leak.engines.pool import PoolEngine
 
-    return PoolEngine(workers=workers, runner=runner)
+        engine = PoolEngine(workers=workers, runner=runner)
+    engine.asked = asked
+    return engine

@@ -48,14 +48,17 @@ class PoolEngine(Engine):
 
     def __init__(self, *, workers: int, runner: Runner | None = None) -> None:
         super().__init__(runner=runner)
-        self.slots = workers
-        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.resize(workers)
         # forkserver: workers fork from a clean server process that has imported the runner once, so (re)starting
         # one costs milliseconds instead of a fresh interpreter importing torch (~3 s here); forking this process
         # instead would be unsafe once torch's OpenMP thread pool has run.
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(["he_leak.sweep.worker"])
         self.workers: list[_Worker] = []
+
+    def resize(self, slots: int) -> None:
+        self.slots = slots
+        self.threads = max(1, (os.cpu_count() or 1) // slots)
 
     def _spawn(self) -> _Worker:
         parent, child = self.context.Pipe()

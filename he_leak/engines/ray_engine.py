@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from he_leak.config import RunConfig
-from he_leak.engines.base import TICK_SECONDS, Engine, Event, Finished, Lost, Tick, Work
+from he_leak.engines.base import TICK_SECONDS, Engine, Event, Finished, Lost, Tick, Work, capped_workers
 from he_leak.engines.pool import WorkerError
 from he_leak.errors import ConfigError
 from he_leak.records import Record
@@ -51,8 +51,11 @@ class RayEngine(Engine):
             _check_reachable(address)
         self.ray = ray
         self.address = address
+        if workers is not None and address is None:  # a local Ray: at most this machine's CPUs
+            workers, self.asked = capped_workers(workers)
         self.workers = workers
         self.slots = workers or os.cpu_count() or 1
+        self.limit: int | None = None  # the runs pending (fit), a cap on a cluster's slots
         self.checks_local_devices = address is None
         self.started = False  # we started Ray (and shut it down in close)
         self.task: Any = None
@@ -78,9 +81,13 @@ class RayEngine(Engine):
             self.started = True
         resources = ray.cluster_resources()
         if self.address is not None and self.workers is None:
-            self.slots = max(1, int(resources.get("CPU", 1)))
+            self.slots = max(1, min(int(resources.get("CPU", 1)), self.limit or int(resources.get("CPU", 1))))
         self.gpus = float(resources.get("GPU", 0))
         self.task = ray.remote(ray_chunk).options(num_cpus=1, max_retries=0)
+
+    def fit(self, runs: int) -> str | None:
+        self.limit = max(1, runs)  # a cluster's CPUs are known only once joined (_start)
+        return super().fit(runs)
 
     def submit(self, chunk: tuple[RunConfig, ...], keys: tuple[KeySeed, ...] | None = None) -> None:
         """One chunk as a task: 1 CPU, and a share of a GPU (a whole one when there are as many as slots) when the

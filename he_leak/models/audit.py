@@ -48,6 +48,7 @@ from he_leak.errors import ConfigError
 from he_leak.models import ModelSpec, Sigmoid3, Square, build_model
 from he_leak.models.audit_chain import chain_model
 from he_leak.models.losses import SIGMOID3
+from he_leak.text import fixed
 
 INVERTIBLE = (nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.Softplus)  # z is known wherever the output is
 PARTIAL = (nn.ReLU, Square, Sigmoid3)  # z is known only at some units (ReLU: active; square: none; sigmoid3: rare)
@@ -98,7 +99,7 @@ def security_index(rows: list[LayerRow] | tuple[LayerRow, ...]) -> float:
     if n == 0:
         return 0.0
     total = n * (n + 1) / 2
-    return -sum((n - i) / total * r.deficiency / max(r.unknowns, 1) for i, r in enumerate(rows))
+    return 0.0 - sum((n - i) / total * r.deficiency / max(r.unknowns, 1) for i, r in enumerate(rows))  # not -0.0
 
 
 def qian_fc(hidden: int, batch: int) -> bool:
@@ -292,7 +293,7 @@ def format_audit(a: Audit) -> str:
             f"{r.name:<10} {r.kind:<26} {r.unknowns:>9} {r.constraints:>11} {rank:>8} {r.deficiency:>10} "
             f"{r.known_outputs:>7.0%} {q:>5}"
         )
-    lines.append(f"security index {a.security_index:.4f} (0 = leaky, -1 = every layer undetermined)")
+    lines.append(f"security index {fixed(a.security_index, 4)} (0 = leaky, -1 = every layer undetermined)")
     lines.append(f"exact reconstruction possible: {a.exact_reconstruction_possible} ({a.reason})")
     lines.append("rank: exact from the stacked system, ≤ an upper bound; known z: outputs with a forward equation")
     return "\n".join(lines)

@@ -6,7 +6,8 @@ the interpreter and libraries, the dataset, the model and its gradient copies, t
 backward pass (times IG's restarts, which share one vmapped pass), the attack's state (L-BFGS memory, IG restarts,
 the analytic system), ckks-input's keyless decoder (sketched features and an m × m Gram matrix) and the utility
 measurement's training set. The limit is a fraction of the machine's physical memory (not of what is free now: a
-run's fate must not depend on the load).
+run's fate must not depend on the load). `he-leak audit` and `he-leak bench` go through the same guard
+(`audit_estimate`; the bench estimates each of its problems as an attack run).
 
 Checked against measured peaks (ResNet-18 / 64×64 among them): docs/measurements.md#memory-guard.
 """
@@ -58,8 +59,9 @@ def activation_values(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def estimate(cfg: RunConfig, *, model: nn.Module, input_shape: tuple[int, ...], image_values: int,
-             dataset_size: int, samples: int, decoder_samples: int = 0) -> dict[str, int]:  # fmt: skip
-    """Estimated bytes by part (see the module docstring)."""
+             dataset_size: int, samples: int, decoder_samples: int = 0, runs: int = 1) -> dict[str, int]:  # fmt: skip
+    """Estimated bytes by part (see the module docstring); `runs` attacks of this shape at once (a batched objective
+    over that many models, as `he-leak bench --batched` runs them)."""
     params = sum(p.numel() for p in model.parameters())
     inputs = math.prod(input_shape)
     parts = {
@@ -86,7 +88,25 @@ def estimate(cfg: RunConfig, *, model: nn.Module, input_shape: tuple[int, ...], 
                                 * image_values) + 2 * 4 * 2**23  # fmt: skip
     if cfg.utility:
         parts["utility"] = dataset_size * inputs * (1 if inputs > image_values else 4) + 4 * MODEL_COPIES * params
+    for part in ("model", "activations", "attack"):
+        parts[part] *= runs
     return parts
+
+
+def audit_estimate(model: nn.Module, input_shape: tuple[int, ...], *, batch: int) -> dict[str, int]:
+    """Estimated bytes by part of `he-leak audit` (he_leak.models.audit): its random float32 inputs and their float64
+    copy, the model in float32 and float64 with gradients, the activations kept for the backward pass, and the rank
+    computations (float64 copies of the largest weight, SVD workspace, a dense convolution system)."""
+    from he_leak.models.audit import DENSE_LIMIT
+
+    params = [p.numel() for p in model.parameters()]
+    return {
+        "libraries": BASE_BYTES,
+        "inputs": 12 * batch * math.prod(input_shape),
+        "model": 20 * sum(params),
+        "activations": 8 * ACTIVATION_COPIES * batch * activation_values(model, input_shape),
+        "ranks": 8 * 3 * max(params, default=0) + 8 * 2 * DENSE_LIMIT,
+    }
 
 
 def check(parts: dict[str, int], *, limit: int | None = None) -> None:

@@ -14,10 +14,14 @@ from he_leak.report.stats import (
     CONFIDENCE,
     COUNT_METRICS,
     METRIC_ESTIMATE,
+    align,
+    difference_interval,
+    keyed_gains,
     mean_interval,
     recovery_interval,
     sample_count,
     sample_gains,
+    sample_psnrs,
 )
 from he_leak.text import num, show
 
@@ -27,14 +31,20 @@ from he_leak.text import num, show
 # metric (plaintext_psnr or keyless_gain: the keyless estimate; key_plaintext_psnr: the key holder's).
 INTERVALS = {"recovery_low": (COUNT_METRICS, 0), "recovery_high": (COUNT_METRICS, 1),
              "gain_low": (tuple(METRIC_ESTIMATE), 0), "gain_high": (tuple(METRIC_ESTIMATE), 1)}  # fmt: skip
-AGGREGATES = ("median", "mean", "min", "max", "rate", *INTERVALS)
+# `worst`: the largest per-sample value of that estimate (its PSNR, or its gain for keyless_gain) over every sample
+# of the selected runs — for a batch, `max` of a run-level metric would hide the best-recovered sample.
+WORST = "worst"
+AGGREGATES = ("median", "mean", "min", "max", "rate", WORST, *INTERVALS)
 PLOT_KINDS = ("line", "scatter")
 PLOT_AGGREGATES = ("median", "mean")
 
 
 @dataclass(frozen=True)
 class Expectation:
-    """One ``[[expect]]`` row: which runs (filters on RunConfig fields), which metric, how aggregated, what bounds."""
+    """One ``[[expect]]`` row: which runs (filters on RunConfig fields), which metric, how aggregated, what bounds.
+    With `versus` (filters overriding some of the row's) the value is a difference: the aggregate over the row's runs
+    minus the same over the versus group's — for gain_low/gain_high one end of the bootstrap interval of the
+    difference of mean per-sample gains (paired by sample when both groups hold the same samples)."""
 
     metric: str
     filters: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # field -> accepted values (JSON form)
@@ -43,23 +53,37 @@ class Expectation:
     max: float | None = None
     threshold: float | None = None  # per-run condition for `rate` on a numeric metric
     note: str = ""
+    versus: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # the comparison group's filter overrides
+    line: int | None = None  # where the row starts in its experiment file (1-based), when known
 
     def describe(self) -> str:
         """e.g. ``median symbol_exact ≥ 0.999 where scenario=ckks-input, attack=analytic``."""
-        what = f"{self.aggregate} {self.metric}"
+        what = self._what()
+        if self.versus:
+            what += f" minus that where {_where(self.versus)}"
+        where = _where(self.filters)
+        return f"{what} {self.bound()}" + (f" where {where}" if where else " (all runs)")
+
+    def _what(self) -> str:
         level = f"{100 * CONFIDENCE:g}%"
         if self.aggregate.startswith("recovery_"):
             end = "lower" if self.aggregate.endswith("low") else "upper"
-            what = f"{level} Clopper–Pearson {end} bound of the rate of {self.metric}"
-        elif self.aggregate.startswith("gain_"):
+            return f"{level} Clopper–Pearson {end} bound of the rate of {self.metric}"
+        if self.aggregate.startswith("gain_"):
             end = "lower" if self.aggregate.endswith("low") else "upper"
-            what = f"{end} end of the {level} bootstrap interval of the mean per-sample gain ({self.metric})"
-        elif self.aggregate == "rate" and self.threshold is not None:
-            what = f"rate of {self.metric} ≥ {num(self.threshold)}"
-        elif self.aggregate == "rate":
-            what = f"rate of {self.metric}"
-        where = ", ".join(f"{k}={'|'.join(show(v) for v in vs)}" for k, vs in self.filters.items())
-        return f"{what} {self.bound()}" + (f" where {where}" if where else " (all runs)")
+            return f"{end} end of the {level} bootstrap interval of the mean per-sample gain ({self.metric})"
+        if self.aggregate == WORST:
+            return f"worst case (largest per-sample value) of {self.metric}"
+        if self.aggregate == "rate" and self.threshold is not None:
+            return f"rate of {self.metric} ≥ {num(self.threshold)}"
+        if self.aggregate == "rate":
+            return f"rate of {self.metric}"
+        return f"{self.aggregate} {self.metric}"
+
+    @property
+    def title(self) -> str:
+        """A short name for the row: its note, else its description."""
+        return self.note or self.describe()
 
     def bound(self) -> str:
         parts = []
@@ -68,6 +92,11 @@ class Expectation:
         if self.max is not None:
             parts.append(f"≤ {num(self.max)}")
         return " and ".join(parts)
+
+    def baseline(self) -> Expectation:
+        """The versus group as an expectation of its own (the row's filters with the versus values)."""
+        return Expectation(metric=self.metric, filters={**self.filters, **self.versus}, aggregate=self.aggregate,
+                           threshold=self.threshold)  # fmt: skip
 
     def selects(self, row: Mapping[str, Any]) -> bool:
         """Does a result row belong to this expectation? A filter is compared with the value the Result records
@@ -95,22 +124,54 @@ class Expectation:
         return True
 
     def evaluate(self, rows: Sequence[Mapping[str, Any]], *, strict: bool = True) -> ExpectationResult:
-        """Aggregate the metric over the selected rows and compare with the bounds."""
+        """Aggregate the metric over the selected rows (minus the versus group's) and compare with the bounds."""
         chosen = [r for r in rows if self.selects(r)]
-        value: float | None
-        if self.aggregate == "rate":
-            hits = [self._hit(r.get(self.metric)) for r in chosen]
-            value = sum(hits) / len(hits) if hits else None
-        elif self.aggregate in INTERVALS:
-            value = self._interval_end(chosen)
+        parts: tuple[float | None, float | None] | None = None
+        base_runs = paired = None
+        if self.versus:
+            base = [r for r in rows if self.baseline().selects(r)]
+            value, parts, paired = self._difference(chosen, base)
+            base_runs = len(base)
         else:
-            values = [v for v in (as_number(r.get(self.metric)) for r in chosen) if v is not None]
-            value = aggregate_values(self.aggregate, values) if values else None
+            value = self._value(chosen)
         if value is None:
             met = False if strict else None
         else:
             met = (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
-        return ExpectationResult(self, value, len(chosen), met)
+        return ExpectationResult(self, value, len(chosen), met, baseline_runs=base_runs, parts=parts, paired=paired)
+
+    def _value(self, chosen: Sequence[Mapping[str, Any]]) -> float | None:
+        """The aggregate over one group of rows; None when no row has the metric."""
+        if self.aggregate == "rate":
+            hits = [self._hit(r.get(self.metric)) for r in chosen]
+            return sum(hits) / len(hits) if hits else None
+        if self.aggregate in INTERVALS:
+            return self._interval_end(chosen)
+        if self.aggregate == WORST:
+            return max(self._per_sample(chosen), default=None)
+        values = [v for v in (as_number(r.get(self.metric)) for r in chosen) if v is not None]
+        return aggregate_values(self.aggregate, values) if values else None
+
+    def _per_sample(self, chosen: Sequence[Mapping[str, Any]]) -> list[float]:
+        """Per-sample values of the metric's estimate: gains for keyless_gain, PSNRs for the PSNR metrics."""
+        estimate = METRIC_ESTIMATE[self.metric]
+        if self.metric == "keyless_gain":
+            return [g for r in chosen for g in sample_gains(r, estimate)]
+        return [v for r in chosen for v in (sample_psnrs(r, estimate) or []) if v is not None]
+
+    def _difference(
+        self, chosen: Sequence[Mapping[str, Any]], base: Sequence[Mapping[str, Any]]
+    ) -> tuple[float | None, tuple[float | None, float | None], bool | None]:
+        """(the value, the two groups' own values, paired or not) of a versus row."""
+        if not self.aggregate.startswith("gain_"):
+            mine, theirs = self._value(chosen), self._value(base)
+            return (None if mine is None or theirs is None else mine - theirs), (mine, theirs), None
+        estimate = METRIC_ESTIMATE[self.metric]
+        a, b, paired = align([g for r in chosen for g in keyed_gains(r, estimate)],
+                             [g for r in base for g in keyed_gains(r, estimate)])  # fmt: skip
+        ci = difference_interval(a, b, paired=paired)
+        means = (statistics.fmean(a) if a else None, statistics.fmean(b) if b else None)
+        return (None if ci is None else ci[INTERVALS[self.aggregate][1]]), means, paired
 
     def _interval_end(self, chosen: Sequence[Mapping[str, Any]]) -> float | None:
         """One end of the interval the aggregate names (see INTERVALS); None without samples."""
@@ -129,15 +190,40 @@ class Expectation:
         return number is not None and number >= self.threshold
 
 
+def _where(filters: Mapping[str, tuple[Any, ...]]) -> str:
+    return ", ".join(f"{k}={'|'.join(show(v) for v in vs)}" for k, vs in filters.items())
+
+
 @dataclass(frozen=True)
 class ExpectationResult:
     """An evaluated expectation: the aggregate value (None when no run had the metric), how many runs, met or not
-    (None: nothing to evaluate yet, only outside check mode)."""
+    (None: nothing to evaluate yet, only outside check mode). A versus row also keeps the versus group's run count,
+    both groups' own values (for gain_*: their mean gains) and whether the samples were paired."""
 
     expectation: Expectation
     value: float | None
     runs: int
     met: bool | None
+    baseline_runs: int | None = None
+    parts: tuple[float | None, float | None] | None = None
+    paired: bool | None = None
+
+    @property
+    def status(self) -> str:
+        return {True: "met", False: "unmet", None: "pending"}[self.met]
+
+    def measured(self) -> str:
+        """What was measured against what bound, e.g. ``measured 19.4 − 82.2 = -62.8, bound ≤ -20 (1 + 1 runs)``."""
+        e = self.expectation
+        got = "no value (no selected run has the metric)" if self.value is None else num(self.value)
+        runs = f"{self.runs} run(s)"
+        if self.parts is not None:
+            mine, theirs = (num(v) for v in self.parts)
+            label = "mean gains " if e.aggregate.startswith("gain_") else ""
+            got += f" ({label}{mine} here, {theirs} where {_where(e.versus)}"
+            got += ", paired by sample)" if self.paired else ")"
+            runs = f"{self.runs} + {self.baseline_runs} run(s)"
+        return f"measured {got}, bound {e.bound()} over {runs}"
 
     def as_row(self) -> dict[str, Any]:
         """Plain data for report.write_report."""
@@ -147,15 +233,25 @@ class ExpectationResult:
             "value": self.value, "runs": self.runs, "met": self.met, "note": e.note,
         }  # fmt: skip
 
+    def as_json(self) -> dict[str, Any]:
+        """Everything about the row, for expectations.json (machine-readable, beside report.md)."""
+        e = self.expectation
+        return {
+            **self.as_row(), "status": self.status, "line": e.line, "measured": self.measured(),
+            "filters": {k: list(v) for k, v in e.filters.items()}, "versus": {k: list(v) for k, v in e.versus.items()},
+            "min": e.min, "max": e.max, "threshold": e.threshold, "baseline_runs": self.baseline_runs,
+            "parts": None if self.parts is None else list(self.parts), "paired": self.paired,
+        }  # fmt: skip
+
     def __str__(self) -> str:
         return self.line()
 
     def line(self) -> str:
         """One line for the CLI, e.g. ``unmet: median symbol_exact ≥ 0.999 where … — got 0.41 over 3 runs``."""
-        status = {True: "met", False: "unmet", None: "pending"}[self.met]
         got = "no value" if self.value is None else num(self.value)
         note = f" ({self.expectation.note})" if self.expectation.note else ""
-        return f"{status}: {self.expectation.describe()} — got {got} over {self.runs} run(s){note}"
+        runs = self.runs if self.baseline_runs is None else f"{self.runs} + {self.baseline_runs}"
+        return f"{self.status}: {self.expectation.describe()} — got {got} over {runs} run(s){note}"
 
 
 @dataclass(frozen=True)
@@ -227,11 +323,16 @@ class Plot:
         return text
 
 
-def aggregate_problem(metric: str, aggregate: str) -> str | None:
-    """Why `aggregate` cannot apply to `metric` (None when it can): interval aggregates need their metrics."""
-    if aggregate not in INTERVALS or metric in INTERVALS[aggregate][0]:
+def aggregate_problem(metric: str, aggregate: str, *, versus: bool = False) -> str | None:
+    """Why `aggregate` cannot apply to `metric` (None when it can): interval aggregates and `worst` need their
+    metrics; a versus row cannot subtract Clopper–Pearson ends."""
+    if versus and aggregate.startswith("recovery_"):
+        return (f"aggregate {aggregate!r} does not apply with versus (two Clopper–Pearson ends do not subtract); "
+                f'bound a difference of rates (aggregate = "rate") or of mean gains (gain_low, gain_high)')  # fmt: skip
+    allowed = tuple(METRIC_ESTIMATE) if aggregate == WORST else INTERVALS.get(aggregate, (None,))[0]
+    if allowed is None or metric in allowed:
         return None
-    return f"aggregate {aggregate!r} applies to {', '.join(INTERVALS[aggregate][0])}, not {metric}"
+    return f"aggregate {aggregate!r} applies to {', '.join(allowed)}, not {metric}"
 
 
 def field_value(row: Mapping[str, Any], spec: str) -> Any:

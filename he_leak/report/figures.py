@@ -19,7 +19,7 @@ from he_leak.errors import DataError
 from he_leak.report.expectations import Plot
 from he_leak.text import encryptor_name
 
-PANEL_ORDER = ("truth", "view", "recovered_view", "decrypted", "keyless", "reconstruction")
+PANEL_ORDER = ("truth", "recovered", "view", "recovered_view", "decrypted", "keyless", "reconstruction")
 NOT_IMAGES = ("labels",)  # panels that are not drawn (an unscored run's recovered labels)
 PANEL_LABELS = {
     "truth": "truth",
@@ -28,6 +28,7 @@ PANEL_LABELS = {
     "recovered_view": "recovered view",
     "decrypted": "decrypted (key)",
     "keyless": "keyless estimate",
+    "recovered": "recovered",  # the attacker's estimate where the run has no key (plain)
 }
 CELL = 1.6  # inches per image
 
@@ -66,7 +67,8 @@ def _square(v: np.ndarray) -> np.ndarray:
 
 
 def ordered_panels(panels: Mapping[str, Any]) -> list[str]:
-    """Panel names in the drawing order: truth, view, recovered_view, decrypted, keyless, then the rest sorted."""
+    """Panel names in the drawing order: truth, recovered, view, recovered_view, decrypted, keyless, then the rest
+    sorted."""
     known = [p for p in PANEL_ORDER if p in panels and panels[p] is not None]
     return known + sorted(p for p in panels if p not in PANEL_ORDER + NOT_IMAGES and panels[p] is not None)
 

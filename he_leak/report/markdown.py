@@ -20,6 +20,7 @@ GROUP_KEYS = ("scenario", "encryptor", "attack")
 REPLICATE_KEYS = ("scenario", "encryptor", "attack", "index", "seed", "device", "iterations")
 
 Row = Mapping[str, Any]
+SECONDS = {"seconds": "attack only", "run_seconds": "whole run", "he_seconds": "HE work per round"}  # what is timed
 
 
 # --------------------------------------------------------------------------------------------------------- one run
@@ -59,11 +60,13 @@ def _value(key: str, value: Any) -> str:
             return "—"
         if key.endswith("psnr"):
             return f"{value:.2f} dB"
-        if key == "seconds":
-            return f"{value:.2f} s"
+        if key == "keyless_gain":
+            return f"{fixed(value, 2, sign=True)} dB"
+        if key in SECONDS:
+            return f"{value:.2f} s ({SECONDS[key]})"
         if key.endswith("mse"):
             return f"{value:.3e}"
-        return f"{value:.4f}"
+        return fixed(value, 4)  # never -0.0000
     if isinstance(value, list | dict):
         return json.dumps(value)
     return str(value)
@@ -123,7 +126,7 @@ def _variant(row: Row, keys: Sequence[str]) -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------------------- tables
 TABLE_COLUMNS = (
     "runs", "success", "plaintext PSNR (dB)", "prior PSNR (dB)", "plaintext SSIM", "input PSNR (dB)", "symbol exact",
-    "decrypts", "key PSNR (dB)", "utility", "seconds", "failures",
+    "decrypts", "key PSNR (dB)", "utility", "attack s", "run s", "failures",
 )  # fmt: skip
 
 
@@ -141,6 +144,7 @@ def _table_cells(rows: Sequence[Row]) -> list[str]:
         fixed(_median(rows, "key_plaintext_psnr"), 2),
         fixed(_median(rows, "utility"), 3),
         fixed(_median(rows, "seconds"), 2),
+        fixed(_median(rows, "run_seconds"), 2),
         str(len(_failures(rows))),
     ]
 
@@ -163,6 +167,9 @@ def results_tables(rows: Sequence[Row]) -> list[str]:
             body.append([str(attack), *variant, *_table_cells(sub)])
         lines += _markdown_table(["attack", *variants, *TABLE_COLUMNS], body)
         lines.append("")
+    if lines:
+        lines += ["Medians over each line's runs; attack s: the attack alone (`seconds`), run s: the whole run "
+                  "(`run_seconds`: data, model, encryption and HE work, attack, scoring, utility).", ""]  # fmt: skip
     return lines
 
 

@@ -294,6 +294,20 @@ def table(cells: Sequence[Cell]) -> list[str]:
     return lines
 
 
+COMPACT = ("protection", "attacker", "verdict", "best attack", "recovered (95% CI)",
+           "gain over prior: mean [95% CI] (dB)")  # fmt: skip
+
+
+def compact_table(cells: Sequence[Cell]) -> list[str]:
+    """The table's verdict columns only (a CI step summary), for any number of protections."""
+    keep = [COLUMNS.index(c) for c in COMPACT]
+    lines = ["| " + " | ".join(COMPACT) + " |", "|" + "---|" * len(COMPACT)]
+    for cell in cells:
+        values = row_cells(cell)
+        lines.append("| " + " | ".join(values[i].replace("|", "\\|") for i in keep) + " |")
+    return lines if cells else []
+
+
 def markdown(rows: Sequence[Row]) -> str:
     """The table and its legend, as `he-leak table` prints them (and the README holds them)."""
     lines = table(summarise(rows))

@@ -16,7 +16,6 @@ from he_leak.errors import ConfigError
 from he_leak.models import ModelSpec
 from he_leak.models.local import client_update, running_buffers
 from he_leak.models.losses import LOSSES
-from he_leak.models.user import is_user_model
 from he_leak.records import Observed, Reconstruction, SharedBuffers, Truth
 from he_leak.registry import Registry
 from he_leak.scenarios import defences
@@ -62,18 +61,6 @@ class SampleScores:
     key_error: float | None = None  # its largest absolute error
 
 
-# Options that only some scenarios use: set on another scenario they are refused, never silently ignored.
-SCENARIO_OPTIONS = {
-    "encryptor": "--encryptor", "encryptor_params": "--he", "insecure": "--insecure", "clients": "--clients",
-    "role": "--role", "encrypt_fraction": "--encrypt-fraction", "select": "--select",
-    "encrypt_layers": "--encrypt-layers", "train_steps": "--train-steps", "flood_bits": "--flood-bits",
-    "sensitivity": "--sensitivity", "sensitivity_samples": "--sensitivity-samples", "local_steps": "--local-steps",
-    "update": "--update",
-}  # fmt: skip
-# Options of the registered models that a user's own model (module:factory) does not take: refused when set.
-BUILT_IN_OPTIONS = {"hidden": "--hidden", "width": "--width", "stride": "--stride", "activation": "--activation"}
-
-
 class Scenario(ABC):
     """Turns a batch of images into what the attacker observes, and a reconstruction back into plaintext."""
 
@@ -85,7 +72,6 @@ class Scenario(ABC):
     # how `utility` is measured under this protection (Result.utility_measured)
     utility_measured: str = "plaintext"
     losses: tuple[str, ...] = ("cross-entropy", "mse", "poly-sigmoid")  # the losses this scenario can train with
-    options: frozenset[str] = frozenset()  # which of SCENARIO_OPTIONS this scenario uses
 
     def __init__(self, cfg: RunConfig, *, key_seed: KeySeed | None = None) -> None:
         """`key_seed`: the key holder's secret (he_leak.seeds.KeySeed) from the runner, never from `cfg`; None: fresh
@@ -97,11 +83,6 @@ class Scenario(ABC):
         if self.loss not in self.losses:
             raise ConfigError(f"scenario {self.name} cannot train with the {self.loss} loss; use --loss "
                               f"{' or '.join(self.losses)}")  # fmt: skip
-        defaults = RunConfig()
-        for name, flag in SCENARIO_OPTIONS.items():
-            if name not in self.options and getattr(cfg, name) != getattr(defaults, name):
-                raise ConfigError(f"{flag} does not apply to scenario {self.name}; drop it or pick a scenario that "
-                                  f"uses it ({', '.join(sorted(o for o in _users(name)))})")  # fmt: skip
         if "insecure" in cfg.encryptor_params:
             raise ConfigError("set insecure parameters with --insecure (insecure = true in a TOML), not --he insecure")
 
@@ -185,22 +166,12 @@ class Scenario(ABC):
 
 def model_spec(cfg: RunConfig, input_shape: tuple[int, ...]) -> ModelSpec:
     """The run's model from its config (the one place a ModelSpec is made from a RunConfig): no activation named
-    means the scenario's default (square for he-train, sigmoid otherwise); a user's model (module:factory) refuses
-    the registered models' architecture options."""
-    if is_user_model(cfg.model):
-        defaults = RunConfig()
-        for name, flag in BUILT_IN_OPTIONS.items():
-            if getattr(cfg, name) != getattr(defaults, name):
-                raise ConfigError(f"{flag} shapes the registered models; {cfg.model} builds its own: drop {flag}")
+    means the scenario's default (square for he-train, sigmoid otherwise). A user's model (module:factory) takes
+    none of the registered models' architecture options: RunConfig refuses them (he_leak.options)."""
     activation = cfg.activation or SCENARIOS[cfg.scenario].default_activation
     return ModelSpec(name=cfg.model, input_shape=tuple(input_shape), classes=cfg.classes, hidden=cfg.hidden,
                      width=cfg.width, stride=cfg.stride, activation=activation, seed=cfg.seed, weights=cfg.weights,
                      mode=cfg.model_mode)  # fmt: skip
-
-
-def _users(option: str) -> list[str]:
-    """The registered scenarios that use `option`."""
-    return [name for name, cls in SCENARIOS.items() if option in cls.options] or ["none"]
 
 
 def shared_buffers(model: nn.Module, after: dict[str, torch.Tensor]) -> SharedBuffers | None:

@@ -56,7 +56,6 @@ class CkksInput(Scenario):
     """Model trained on encrypted inputs with plaintext weights; the attacker sees the plaintext gradient."""
 
     name = "ckks-input"
-    options = frozenset({"encryptor", "encryptor_params", "insecure"})
     utility_measured = "on ciphertext views"
 
     def __init__(self, cfg, **kwargs) -> None:

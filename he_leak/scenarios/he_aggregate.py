@@ -68,8 +68,6 @@ class HeAggregate(Scenario):
     name = "he-aggregate"
     encryptor = "ckks"
     utility_measured = "plaintext-equivalent (trained in plaintext; encrypted sums are exact up to CKKS error)"
-    options = frozenset({"encryptor_params", "clients", "role", "encrypt_fraction", "select", "encrypt_layers",
-                         "sensitivity", "sensitivity_samples", "local_steps"})  # fmt: skip
 
     @property
     def samples(self) -> int:

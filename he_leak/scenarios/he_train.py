@@ -78,7 +78,6 @@ class HeTrain(Scenario):
     default_loss = "mse"
     default_activation = "square"
     losses = ("mse", "poly-sigmoid")
-    options = frozenset({"encryptor_params", "train_steps", "flood_bits", "local_steps"})
 
     def __init__(self, cfg, *, key_seed=None) -> None:
         super().__init__(cfg, key_seed=key_seed)

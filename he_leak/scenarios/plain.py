@@ -19,7 +19,6 @@ class Plain(Scenario):
     """The baseline every encrypted scenario is compared with."""
 
     name = "plain"
-    options = frozenset({"local_steps", "update"})
 
     def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(image_shape)

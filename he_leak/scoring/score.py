@@ -73,7 +73,7 @@ def score(scenario: Scenario, obs: Observation, truth: Truth, pool: Pool, rec: R
         s = image_scores(keyless, plain)
         fields.update(plaintext_mse=s["mse"], plaintext_psnr=s["psnr"], plaintext_ssim=s["ssim"])
         keyless_psnrs = list(s["psnrs"])
-        panels["keyless"] = keyless
+        panels["keyless" if scenario.encryptor else "recovered"] = keyless  # no key in the run: nothing is keyless
     if est.by_learner:
         fields["keyless_psnrs"] = {
             name: image_scores(np.clip(v.double().numpy(), 0, 1), plain)["psnr"] for name, v in est.by_learner.items()

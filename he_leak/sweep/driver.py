@@ -9,7 +9,9 @@ stopped in any way (Ctrl-C, SIGKILL, a dead worker, a lost Ray task) resumes whe
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,13 @@ from he_leak.sweep.experiment import Experiment, load_experiment
 from he_leak.sweep.preflight import check_output, check_runs
 from he_leak.sweep.progress import Display, clock, make_display
 from he_leak.sweep.store import (
+    EXPECTATIONS_FILE,
     RESULTS_FILE,
     RUNS_DIR,
     SUMMARY_FILE,
     ResultStore,
     latest_by_config,
+    read_meta,
     read_results,
     summary_csv,
     write_atomic,
@@ -59,6 +63,7 @@ class ExperimentReport:
     succeeded: int = 0  # of those run now, how many succeeded
     seconds: float = 0.0  # wall time of the sweep
     engine: str = ""  # e.g. "local, 2 workers"
+    experiment: Path | None = None  # the experiment file (its [[expect]] rows carry their line numbers)
 
     @property
     def ok(self) -> bool:
@@ -96,25 +101,22 @@ def run_experiment(
     workers: int | None = None,
     address: str | None = None,
     quiet: bool = False,
+    force: bool = False,
 ) -> ExperimentReport:
     """Run every not-yet-recorded run of the experiment at `path` into `out`, then write summary.csv, report.md and
     figures and evaluate the expectations.
 
     `limit` caps how many runs are executed now (0: only rebuild the summaries). `check`: expectations with no value
     to evaluate (no matching run recorded) count as unmet. `engine`, `workers`, `address`: where runs execute (see
-    he_leak.engines). `runner` replaces he_leak.runner.run_outcome (tests; the data/device/HE preflight is then
-    skipped). `console`: a rich Console for progress (default stderr); `quiet`: warnings only.
+    he_leak.engines; more workers than this machine's CPUs or the pending runs are capped, with a warning).
+    `runner` replaces he_leak.runner.run_outcome (tests; the data/device/HE preflight is then skipped). `console`: a
+    rich Console for progress (default stderr); `quiet`: warnings only. `force`: run into a folder that holds
+    another experiment (by name), which is otherwise refused.
     Raises a one-line HeLeakError before anything is written when the file, a run or the folder is bad, and
     SweepInterrupted on Ctrl-C."""
-    started = time.monotonic()
-    experiment = load_experiment(path)
-    out = Path(out)
-    if limit is not None and limit < 0:
-        raise ConfigError(f"--limit must be >= 0, got {limit}")
-    check_output(out)
-    executor = make_engine(engine, workers=workers, address=address, runner=runner)
-    if runner is None:
-        check_runs(experiment, devices=executor.checks_local_devices)
+    started, out = time.monotonic(), Path(out)
+    experiment, executor = _preflight(path, out, limit=limit, force=force, engine=engine, workers=workers,
+                                      address=address, runner=runner)  # fmt: skip
     display = make_display(quiet=quiet, console=console)
     store = ResultStore(out)
     try:
@@ -125,7 +127,9 @@ def run_experiment(
         skipped = len(experiment.runs) - len(todo)
         pending = max(0, len(todo) - limit) if limit is not None else 0
         todo = todo[: len(todo) - pending]
-        display.begin(skipped + len(todo), skipped)
+        if capped := executor.fit(len(todo)):
+            display.warn(capped)
+        display.begin(len(experiment.runs), skipped, now=len(todo))
         try:
             ran = _sweep(experiment, todo, executor, store, display)
         except KeyboardInterrupt:
@@ -142,8 +146,32 @@ def run_experiment(
         failed=sum(bool(r.get("error")) and not r.get("success") for r in ran), pending=pending,
         expectations=evaluated, unmet=tuple(e for e in evaluated if e.met is False), files=tuple(files),
         succeeded=sum(r.get("success") is True for r in ran), seconds=time.monotonic() - started,
-        engine=executor.describe(),
+        engine=executor.describe(), experiment=experiment.path,
     )  # fmt: skip
+
+
+def _preflight(path: Path | str, out: Path, *, limit: int | None, force: bool, engine: str, workers: int | None,
+               address: str | None, runner: Runner | None) -> tuple[Experiment, Engine]:  # fmt: skip
+    """Everything checked before the folder is touched: the file and its runs, --limit, the output folder (probed),
+    the experiment it holds, the engine's options."""
+    experiment = load_experiment(path)
+    if limit is not None and limit < 0:
+        raise ConfigError(f"--limit must be >= 0, got {limit}")
+    check_output(out)
+    check_same_experiment(out, experiment, force=force)
+    executor = make_engine(engine, workers=workers, address=address, runner=runner)
+    if runner is None:
+        check_runs(experiment, devices=executor.checks_local_devices)
+    return experiment, executor
+
+
+def check_same_experiment(out: Path, experiment: Experiment, *, force: bool = False) -> None:
+    """A results folder holds one experiment (by name; the file may change, e.g. a grid extended): another one is
+    refused unless `force`, so that its rows do not mix silently with the folder's."""
+    before = read_meta(out).get("name")
+    if before is not None and before != experiment.name and not force:
+        raise ConfigError(f"--out {out} holds the experiment {before!r}, not {experiment.name!r}; run it into a new "
+                          f"folder, or pass --force to add its runs there")  # fmt: skip
 
 
 def _sweep(
@@ -205,6 +233,8 @@ def _write_outputs(
             figure_paths.append(drawn)
             captions[drawn.relative_to(out).as_posix()] = plot.caption(series)
     evaluated = tuple(e.evaluate(rows, strict=check) for e in experiment.expectations)
+    document = expectations_document(experiment, evaluated, recorded=len(rows), check=check)
+    files.append(write_atomic(out / EXPECTATIONS_FILE, json.dumps(document, indent=2, allow_nan=False) + "\n"))
     files.append(
         markdown.write_report(
             rows, out / REPORT_FILE, title=experiment.name, description=experiment.description,
@@ -214,6 +244,20 @@ def _write_outputs(
         )
     )  # fmt: skip
     return evaluated, files + figure_paths + ([headline] if headline else [])
+
+
+def expectations_document(
+    experiment: Experiment, evaluated: Sequence[ExpectationResult], *, recorded: int, check: bool
+) -> dict[str, Any]:
+    """expectations.json: the experiment, how many of its runs are recorded, and every evaluated [[expect]] row
+    (status met / unmet / pending, value, bound, the runs behind it, the file's line of the row)."""
+    return {
+        "experiment": experiment.name, "file": str(experiment.path), "sha256": experiment.digest,
+        "runs": len(experiment.runs), "recorded": recorded, "check": check, "report": REPORT_FILE,
+        "met": sum(e.met is True for e in evaluated), "unmet": sum(e.met is False for e in evaluated),
+        "pending": sum(e.met is None for e in evaluated),
+        "expectations": [{"index": i, **e.as_json()} for i, e in enumerate(evaluated, start=1)],
+    }  # fmt: skip
 
 
 def experiment_rows(experiment: Experiment, out: Path | str) -> list[dict[str, Any]]:

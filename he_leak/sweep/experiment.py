@@ -1,6 +1,7 @@
 """Experiment files: TOML → validated runs (RunConfigs), expectations and plots. Nothing here runs anything.
 
-File format (every key is validated before anything runs)::
+File format (every key is validated before anything runs; a [fixed] or grid key must be used by every run it
+reaches — its scenario, attack and model, he_leak.options — else it is refused, also at its default value)::
 
     name = "ckks-input"                       # optional, defaults to the file's stem
     description = "Does DLG recover a CKKS ciphertext, and does that help without the key?"
@@ -14,7 +15,8 @@ File format (every key is validated before anything runs)::
     attack = ["dlg", "analytic"]
     index = [0, 1, 2]
 
-    [[grid]]                                  # the run list is the union of all grids, duplicates removed
+    [[grid]]                                  # the run list is the union of all grids (a run in two grids
+                                              # runs once; one grid listing a point twice is refused)
     scenario = ["plain"]
     attack = ["dlg"]
     index = [1, 2, 3]
@@ -34,7 +36,24 @@ at least ``threshold`` (numeric metrics, where ``threshold`` is required); a run
 Interval ends (he_leak.report.expectations.INTERVALS, 95%): ``recovery_low`` / ``recovery_high`` bound the recovery rate
 of a count metric (``recovered``, ``keyless_recovered``: k over the samples scored, Clopper–Pearson); ``gain_low`` /
 ``gain_high`` bound the mean per-sample gain over the prior of ``plaintext_psnr`` / ``keyless_gain`` (the keyless
-estimate) or ``key_plaintext_psnr`` (a key holder's), by the bootstrap. The worst case of a metric is ``max``.
+estimate) or ``key_plaintext_psnr`` (a key holder's), by the bootstrap. ``worst`` is the largest per-sample value of
+those three metrics over every sample of the selected runs (PSNR, or the gain for ``keyless_gain``); ``max`` is the
+largest run-level value.
+
+A comparison: ``versus = {encrypt_fraction = 1.0}`` (RunConfig fields overriding some of the row's filters) names a
+second group, and the value bounded is the row's aggregate minus that group's — for ``gain_low`` / ``gain_high`` one
+end of the bootstrap interval of the difference of mean per-sample gains, paired by sample (data, index, seed) when
+both groups hold the same samples. ``recovery_*`` ends do not subtract and are refused there. E.g. "CKKS leaves the
+keyless attacker at least 20 dB below a secret permutation"::
+
+    [[expect]]
+    scenario = "ckks-input"
+    encryptor = "ckks"
+    attack = "analytic"
+    versus = {encryptor = "permute"}
+    metric = "plaintext_psnr"
+    aggregate = "mean"
+    max = -20.0
 
 Figures beyond the default ones::
 
@@ -56,6 +75,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import tomllib
 import types
 import typing
@@ -70,15 +90,18 @@ from he_leak.models.user import factory_of, is_user_model
 from he_leak.records import Result
 from he_leak.report.expectations import AGGREGATES, PLOT_AGGREGATES, PLOT_KINDS, Expectation, Plot, aggregate_problem
 from he_leak.sweep.grid import build, expand, is_sequence_field
+from he_leak.sweep.toml_lines import table_lines
 from he_leak.text import num, one_line
+from he_leak.validation import coerce
 
 TOP_KEYS = ("name", "description", "fixed", "grid", "expect", "plot")
 PLOT_KEYS = ("x", "y", "group", "kind", "aggregate", "title", "name")
-EXPECT_KEYS = ("metric", "aggregate", "min", "max", "threshold", "note")
+EXPECT_KEYS = ("metric", "aggregate", "min", "max", "threshold", "note", "versus")
 
 _CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 _RESULT_FIELDS = [f.name for f in dataclasses.fields(Result)]
 _RESULT_HINTS = typing.get_type_hints(Result)
+_CONFIG_HINTS = typing.get_type_hints(RunConfig)
 
 
 @dataclass(frozen=True)
@@ -129,7 +152,9 @@ def load_experiment(path: Path | str, *, check_names: bool = True) -> Experiment
     expects = data.get("expect", [])
     if not isinstance(expects, list) or not all(isinstance(e, dict) for e in expects):
         raise ConfigError(f"{where}: expect must be an array of tables, written [[expect]]")
-    expectations = tuple(_expectation(e, f"{where} [[expect]] #{i + 1}", runs) for i, e in enumerate(expects))
+    lines = table_lines(raw.decode("utf-8"), "expect")
+    lines = lines if len(lines) == len(expects) else [None] * len(expects)  # the scanner and tomllib disagree
+    expectations = tuple(_expectation(e, f"{where} [[expect]] #{i + 1}", runs, lines[i]) for i, e in enumerate(expects))
     raw_plots = data.get("plot", [])
     if not isinstance(raw_plots, list) or not all(isinstance(p, dict) for p in raw_plots):
         raise ConfigError(f"{where}: plot must be an array of tables, written [[plot]]")
@@ -206,7 +231,7 @@ def _check_names(runs: Iterable[RunConfig], where: str) -> None:
             raise ConfigError(f"{where}: unknown {name} {value!r}; known: {', '.join(sorted(registry))}")
 
 
-def _expectation(raw: dict[str, Any], where: str, runs: Sequence[RunConfig]) -> Expectation:
+def _expectation(raw: dict[str, Any], where: str, runs: Sequence[RunConfig], line: int | None = None) -> Expectation:
     unknown = [k for k in raw if k not in EXPECT_KEYS and k not in _CONFIG_FIELDS]
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; use {', '.join(EXPECT_KEYS)} "
@@ -220,13 +245,35 @@ def _expectation(raw: dict[str, Any], where: str, runs: Sequence[RunConfig]) -> 
     aggregate = raw.get("aggregate", "median")
     if aggregate not in AGGREGATES:
         raise ConfigError(f"{where}: aggregate {aggregate!r}; use one of {', '.join(AGGREGATES)}")
-    if problem := aggregate_problem(metric, aggregate):
+    if problem := aggregate_problem(metric, aggregate, versus="versus" in raw):
         raise ConfigError(f"{where}: {problem}")
+    bounds = _bounds(raw, where, metric, aggregate)
+    note = raw.get("note", "")
+    if not isinstance(note, str):
+        raise ConfigError(f"{where}: note must be a string")
+    filters = {k: _filter_values(k, v, where) for k, v in raw.items() if k in _CONFIG_FIELDS}
+    expectation = Expectation(
+        metric=metric, filters=filters, aggregate=aggregate, min=bounds["min"], max=bounds["max"],
+        threshold=bounds["threshold"], note=note, versus=_versus(raw, where, filters), line=line,
+    )  # fmt: skip
+    if not any(expectation.may_select(cfg) for cfg in runs):
+        raise ConfigError(f"{where}: matches none of the experiment's runs ({expectation.describe()}); "
+                          f"fix the filter values or add the runs to a [[grid]]")  # fmt: skip
+    if expectation.versus and not any(expectation.baseline().may_select(cfg) for cfg in runs):
+        raise ConfigError(f"{where}: versus matches none of the experiment's runs; fix its values or add the runs "
+                          f"to a [[grid]]")  # fmt: skip
+    return expectation
+
+
+def _bounds(raw: dict[str, Any], where: str, metric: str, aggregate: str) -> dict[str, float | None]:
+    """min, max and threshold of an [[expect]] row, checked against its aggregate (a difference has no 0..1 range)."""
     bounds: dict[str, float | None] = {}
     for key in ("min", "max", "threshold"):
         value = raw.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
         bounds[key] = None if value is None else float(value)
     if bounds["min"] is None and bounds["max"] is None:
         raise ConfigError(f"{where}: give min and/or max for the {aggregate} of {metric}")
@@ -239,23 +286,32 @@ def _expectation(raw: dict[str, Any], where: str, runs: Sequence[RunConfig]) -> 
                               f"(a run counts when {metric} ≥ threshold)")  # fmt: skip
         if bounds["threshold"] is not None and (boolean or aggregate != "rate"):
             raise ConfigError(f"{where}: threshold does not apply to {aggregate} of {metric}; remove it")
+        low = -1 if "versus" in raw else 0  # a difference of two rates lies in -1..1
         for key in ("min", "max"):
-            if bounds[key] is not None and not 0 <= bounds[key] <= 1:  # type: ignore[operator]
-                raise ConfigError(f"{where}: {key} of a rate must lie in 0..1, got {num(bounds[key])}")  # type: ignore[arg-type]
+            if bounds[key] is not None and not low <= bounds[key] <= 1:  # type: ignore[operator]
+                raise ConfigError(f"{where}: {key} of a rate{' difference' if low else ''} must lie in {low}..1, "
+                                  f"got {num(bounds[key])}")  # fmt: skip
     elif bounds["threshold"] is not None:
         raise ConfigError(f'{where}: threshold is only used with aggregate = "rate"; remove it or use rate')
-    note = raw.get("note", "")
-    if not isinstance(note, str):
-        raise ConfigError(f"{where}: note must be a string")
-    filters = {k: _filter_values(k, v, where) for k, v in raw.items() if k in _CONFIG_FIELDS}
-    expectation = Expectation(
-        metric=metric, filters=filters, aggregate=aggregate, min=bounds["min"], max=bounds["max"],
-        threshold=bounds["threshold"], note=note,
-    )  # fmt: skip
-    if not any(expectation.may_select(cfg) for cfg in runs):
-        raise ConfigError(f"{where}: matches none of the experiment's runs ({expectation.describe()}); "
-                          f"fix the filter values or add the runs to a [[grid]]")  # fmt: skip
-    return expectation
+    return bounds
+
+
+def _versus(raw: dict[str, Any], where: str, filters: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]]:
+    """The comparison group of a row: `versus = {field = value, ...}` overrides some of its filters."""
+    if "versus" not in raw:
+        return {}
+    versus = raw["versus"]
+    example = "e.g. versus = {encrypt_fraction = 1.0}"
+    if not isinstance(versus, dict) or not versus:
+        raise ConfigError(f"{where}: versus must be a table of RunConfig fields naming the group to compare with, "
+                          f"{example}")  # fmt: skip
+    unknown = [k for k in versus if k not in _CONFIG_FIELDS]
+    if unknown:
+        raise ConfigError(f"{where}: versus: unknown field(s) {', '.join(unknown)}; use RunConfig fields, {example}")
+    values = {k: _filter_values(k, v, f"{where} versus") for k, v in versus.items()}
+    if all(filters.get(k) == v for k, v in values.items()):
+        raise ConfigError(f"{where}: versus selects the same runs as the row itself; give a value that differs")
+    return values
 
 
 def _field_spec(value: Any, key: str, where: str, *, ratio: bool) -> str:
@@ -333,18 +389,12 @@ def _filter_values(name: str, value: Any, where: str) -> tuple[Any, ...]:
         if option is None or (isinstance(option, str) and option in ("", "none") and name == "encryptor"):
             out.append(None)
             continue
-        cfg = build({**FILTER_CONTEXT.get(name, {}), name: option}, f"{where}: filter")
-        out.append(cfg.key()[name])
+        try:  # the field's type only: a filter names values, it is not a run whose options must be used
+            value = coerce(option, _CONFIG_HINTS[name], name)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: filter {e}") from None
+        out.append(list(value) if isinstance(value, tuple) else value)
     return tuple(out)
-
-
-# Fields RunConfig accepts only beside others (local training): a filter on one is coerced in such a context.
-FILTER_CONTEXT: dict[str, dict[str, Any]] = {
-    "local_steps": {"local_lr": 0.1},
-    "local_lr": {"local_steps": 1},
-    "local_batch": {"local_steps": 1, "local_lr": 0.1},
-    "unroll": {"local_steps": 1, "local_lr": 0.1},
-}
 
 
 def _is_bool_metric(metric: str) -> bool:

@@ -32,13 +32,15 @@ def build(values: Mapping[str, Any], where: str) -> RunConfig:
 
 
 def expand(fixed: dict[str, Any], grids: list[dict[str, Any]], where: str) -> list[RunConfig]:
-    """The runs of all grids over `fixed`, in a stable order, duplicates removed."""
+    """The runs of all grids over `fixed`, in a stable order; a run in two grids is kept once (their union), a run
+    listed twice by one grid (index = [0, 0]) is refused."""
     runs: dict[str, RunConfig] = {}
     for number, grid in enumerate(grids, start=1):
         here = f"{where} [[grid]] #{number}"
         if not grid:
             raise ConfigError(f"{here} is empty; give lists of values to try (e.g. index = [0, 1]) or remove it")
         paired = _paired(grid, here)
+        mine: dict[str, str] = {}  # this grid's runs: a point twice is a mistake (across grids, the union)
         axes = [(k, v) for k, v in _axes(grid, here) if k not in paired]
         if paired:  # the paired lists become one axis of tuples
             axes.append((",".join(paired), list(zip(*(grid[k] for k in paired), strict=True))))
@@ -48,7 +50,12 @@ def expand(fixed: dict[str, Any], grids: list[dict[str, Any]], where: str) -> li
                 point.update(zip(paired, value, strict=True) if name == ",".join(paired) else {name: value})
             label = ", ".join(f"{k}={show(v)}" for k, v in point.items())
             cfg = build({**fixed, **point}, f"{here} ({label})" if label else here)
-            runs.setdefault(json.dumps(cfg.key(), sort_keys=True), cfg)
+            key = json.dumps(cfg.key(), sort_keys=True)
+            if key in mine:
+                raise ConfigError(f"{here}: one run is listed more than once ({mine[key]}; {label}); list each "
+                                  f"value once")  # fmt: skip
+            mine[key] = label
+            runs.setdefault(key, cfg)
     return list(runs.values())
 
 

@@ -5,6 +5,7 @@ names are checked when the experiment file is loaded (RunConfig, he_leak.sweep.e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -18,21 +19,31 @@ HE_ERRORS = (HeLeakError, ValueError, TypeError, OverflowError)  # what a bad pa
 
 
 def check_output(out: Path) -> None:
-    """The output folder is a folder we can write, or can be created: else one line (nothing is created here)."""
+    """The output folder exists and takes a file, or can be created: probed by creating what is missing and a file in
+    it, then removing what the probe made, so nothing is left behind (else one line naming the real cause)."""
     out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise ConfigError(f"--out {out} is a file, not a folder; give a folder (existing or new)")
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise ConfigError(f"--out {out}: this folder is not writable; give a folder you can write")
-        return
-    parent = out.parent
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; give a folder (existing or new)")
+    parent = out
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise ConfigError(f"--out {out}: {parent} is a file, so the folder cannot be created; give another path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out}: cannot create it, {parent} is not writable; give a folder you can write")
+        raise ConfigError(f"--out {out}: {parent} is not a folder, so the folder cannot be created; give another path")
+    made: list[Path] = []
+    try:
+        for folder in reversed([out, *out.parents][: len(out.relative_to(parent).parts)]):
+            folder.mkdir()
+            made.append(folder)
+        probe = out / f".he-leak-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot create it or write there ({one_line(e)}); give a folder you can "
+                          f"write") from None  # fmt: skip
+    finally:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def check_runs(experiment: Experiment, *, devices: bool = True) -> None:

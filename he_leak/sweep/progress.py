@@ -22,14 +22,16 @@ class Display:
     """Counts and timing shared by every display; the subclasses decide what to print."""
 
     def __init__(self) -> None:
-        self.total = self.done = self.ok = self.failed = self.already = 0
+        self.total = self.done = self.ok = self.failed = self.already = self.now = 0
         self.start = self.last_line = time.monotonic()
         self.failures_shown = 0
         self.first: float | None = None  # when the first run of this sweep finished
 
-    def begin(self, total: int, done: int) -> None:
-        """`total` runs in the experiment, `done` already recorded."""
+    def begin(self, total: int, done: int, *, now: int | None = None) -> None:
+        """`total` runs in the experiment, `done` already recorded, `now` to run in this sweep (default: the rest;
+        fewer with --limit)."""
         self.total, self.done, self.already = total, done, done
+        self.now = total - done if now is None else now
         self.start = self.last_line = time.monotonic()
 
     def finished(self, row: Mapping[str, Any], text: str) -> None:
@@ -57,15 +59,23 @@ class Display:
     def end(self) -> None:
         """The sweep stopped (finished, interrupted or failed)."""
 
+    @property
+    def last(self) -> bool:
+        """This sweep's last run has been recorded."""
+        return self.done - self.already >= self.now
+
     def counts(self) -> str:
-        """e.g. ``[12/40] 11 ok, 1 failed · 3.2 runs/s · ETA 0:08``."""
+        """e.g. ``[12/40] 11 ok, 1 failed · 3.2 runs/s · ETA 0:08``: runs recorded of the experiment's, and with
+        --limit this sweep's share (``· 2/5 now``); the ETA is this sweep's."""
         text = f"[{self.done}/{self.total}] {self.ok} ok, {self.failed} failed"
+        if self.now < self.total - self.already:
+            text += f" · {self.done - self.already}/{self.now} now"
         ran = self.done - self.already - 1  # timed from the first finished run: start-up is not a run's cost
         elapsed = time.monotonic() - self.first if self.first is not None else 0.0
         if ran > 0 and elapsed > 0:
             rate = ran / elapsed
             text += f" · {rate:.3g} runs/s" if rate >= 1 else f" · {elapsed / ran:.3g} s/run"
-            text += f" · ETA {clock((self.total - self.done) / rate)}"
+            text += f" · ETA {clock((self.already + self.now - self.done) / rate)}"
         return text
 
     def failure_line(self, row: Mapping[str, Any], text: str) -> str | None:
@@ -102,7 +112,7 @@ class Lines(Display):
             line = self.failure_line(row, text)
             if line:
                 self.emit(line)
-        elif time.monotonic() - self.last_line >= self.every or self.done == self.total:
+        elif time.monotonic() - self.last_line >= self.every or self.last:
             self.emit(f"{self.counts()} · last: {text}: {run_status(row)}")
 
     def tick(self) -> None:
@@ -125,10 +135,10 @@ class Live(Display):
         self.console = console
         self.bar: Any = None
 
-    def begin(self, total: int, done: int) -> None:
+    def begin(self, total: int, done: int, *, now: int | None = None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        super().begin(total, done)
+        super().begin(total, done, now=now)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[counts]}"), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
         self.bar = Progress(*columns, console=self.console, transient=True)
@@ -147,7 +157,7 @@ class Live(Display):
             line = self.failure_line(row, text)
             if line:
                 self.emit(line)
-        elif time.monotonic() - self.last_line >= TERMINAL_LINE_SECONDS or self.done == self.total:
+        elif time.monotonic() - self.last_line >= TERMINAL_LINE_SECONDS or self.last:
             self.emit(f"{self.counts()} · {text}: {run_status(row)}")
 
     def step(self, done: int, total: int, loss: float) -> None:
@@ -186,7 +196,7 @@ def run_status(row: Mapping[str, Any]) -> str:
         for key, unit in (("symbol_exact", ""), ("plaintext_psnr", " dB"), ("key_plaintext_psnr", " dB (key)")):
             if isinstance(row.get(key), int | float):
                 status += f" · {key} {num(row[key])}{unit}"
-    seconds = row.get("seconds")
+    seconds = row.get("run_seconds", row.get("seconds"))  # the whole run's wall time (older rows: the attack's)
     return status + (f" ({seconds:.1f} s)" if isinstance(seconds, int | float) else "")
 
 

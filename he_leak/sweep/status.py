@@ -4,6 +4,7 @@ failed and pending (against the experiment file the folder records), rejected li
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from he_leak.errors import ConfigError, HeLeakError
 from he_leak.sweep.experiment import load_experiment, resolved_encryptor
 from he_leak.sweep.lock import lock_holder
 from he_leak.sweep.store import (
+    EXPECTATIONS_FILE,
     REJECTED_FILE,
     RESULTS_FILE,
     latest_by_config,
@@ -50,11 +52,14 @@ class FolderStatus:
     partial: bool  # results.jsonl ends in a partial line (a killed sweep; cut off at the next run)
     holder: str | None  # the lock holder, None when no sweep runs there
     groups: dict[tuple[str, ...], Counts] = field(default_factory=dict)
+    expectations: list[dict[str, Any]] = field(default_factory=list)  # expectations.json's rows (the last sweep's)
 
 
 def folder_status(out: Path | str) -> FolderStatus:
     """Read-only summary of a results folder (ConfigError when it is not one)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a results folder; give the --out folder of `he-leak run`")
     if not out.is_dir():
         raise ConfigError(f"{out}: no such results folder; give the --out folder of `he-leak run`")
     meta = read_meta(out)
@@ -83,6 +88,7 @@ def folder_status(out: Path | str) -> FolderStatus:
         failed=total.failed, pending=None if runs is None else total.pending,
         rejected=len(rejected_lines(out / REJECTED_FILE)), unrepaired=len(scan.rejected), partial=scan.partial,
         holder=lock_holder(out), groups=dict(sorted(groups.items())),
+        expectations=read_expectations(out),
     )  # fmt: skip
 
 
@@ -113,6 +119,16 @@ def _group(row: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple("none" if v in (None, "") else str(v) for v in values)
 
 
+def read_expectations(out: Path) -> list[dict[str, Any]]:
+    """The [[expect]] rows of the folder's expectations.json, as the last sweep evaluated them ([] when absent or
+    unreadable: status never fails on it)."""
+    try:
+        rows = json.loads((out / EXPECTATIONS_FILE).read_text()).get("expectations")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [e for e in rows if isinstance(e, dict)] if isinstance(rows, list) else []
+
+
 def format_status(status: FolderStatus) -> str:
     """The text `he-leak status` prints."""
     lines = [f"results folder {status.out}"]
@@ -127,6 +143,12 @@ def format_status(status: FolderStatus) -> str:
             extra.append("a partial last line (cut off at the next run)")
         lines.append("rejected: " + "; ".join(extra))
     lines.append(f"lock: held by {status.holder}" if status.holder else "lock: free (no sweep running)")
+    if status.expectations:
+        met = sum(e.get("status") == "met" for e in status.expectations)
+        unmet = sum(e.get("status") == "unmet" for e in status.expectations)
+        lines.append(f"expectations: {met} met, {unmet} unmet, {len(status.expectations) - met - unmet} pending "
+                     f"(at the end of the last sweep)")  # fmt: skip
+        lines += [f"  - {e.get('status')}: {e.get('expect')} — {e.get('measured')}" for e in status.expectations]
     if status.groups:
         header = "scenario · encryptor · attack"
         width = max(len(header), *(len(" · ".join(g)) for g in status.groups))

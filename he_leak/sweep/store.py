@@ -3,10 +3,11 @@ a lock so that one sweep at a time writes there, and the summaries built from th
 
 Layout of ``OUT/``: ``results.jsonl`` · ``results.rejected.jsonl`` (lines that were not result rows, moved there once
 with their line numbers) · ``runs/<hash>.npz`` (the images of a run, written before its line) · ``sweep.json`` (which
-experiment file, by path and sha256, the folder was last run with) · ``sweep.lock`` (he_leak.sweep.lock) ·
-``summary.csv`` · ``key_secret`` (the sweep's 256-bit secret, hex, mode 0600, created once: every run's key seed is
-derived from it and the run's config id, he_leak.sweep.worker.run_key_seed, so the same folder gives the same keys; it
-is in no result, summary or report — keep it private, and delete it to make the folder's keys unrecoverable).
+experiment file, by name, path and sha256, the folder was last run with) · ``sweep.lock`` (he_leak.sweep.lock) ·
+``summary.csv`` · ``expectations.json`` (the [[expect]] rows evaluated at the end of the last sweep) · ``key_secret``
+(the sweep's 256-bit secret, hex, mode 0600, created once: every run's key seed is derived from it and the run's
+config id, he_leak.sweep.worker.run_key_seed, so the same folder gives the same keys; it is in no result, summary or
+report — keep it private, and delete it to make the folder's keys unrecoverable).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ RESULTS_FILE = "results.jsonl"
 REJECTED_FILE = "results.rejected.jsonl"
 SUMMARY_FILE = "summary.csv"
 META_FILE = "sweep.json"
+EXPECTATIONS_FILE = "expectations.json"  # the evaluated [[expect]] rows, machine-readable, beside report.md
 KEY_FILE = "key_secret"
 RUNS_DIR = "runs"
 ROW_KEYS = ("scenario", "attack", "success", "config")  # what makes a JSON object a result row

@@ -121,5 +121,5 @@ def failed_row(cfg: RunConfig, error: str, seconds: float | None) -> dict[str, A
     names = {f.name for f in dataclasses.fields(Result)}
     values = {k: v for k, v in cfg.key().items() if k in names and k not in ("config", "success", "error", "seconds")}
     values["encryptor"] = resolved_encryptor(cfg)
-    result = Result(**values, seconds=seconds, success=False, error=error, versions=versions())
+    result = Result(**values, run_seconds=seconds, success=False, error=error, versions=versions())
     return result.to_dict()
