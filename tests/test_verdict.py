@@ -201,3 +201,20 @@ def test_local_training_names_the_protection_and_single_gradient_attacks_are_the
     fedavg = cells["plain · lenet · E=2 η=0.1 b=1"]
     assert [a.attack for a in fedavg.attacks] == ["dlg", "dlg (single gradient)"]
     assert [a.attack for a in cells["plain · lenet-bn · train mode"].attacks] == ["ig + BN prior 0.1"]
+
+
+@pytest.mark.parametrize("name", ["fedavg.toml", "batchnorm.toml", "training_stage.toml"])
+def test_issue_18_cells_hold_twenty_distinct_images_each_run_its_own_seed(name):
+    from pathlib import Path
+
+    from he_leak.sweep.experiment import load_experiment
+
+    experiment = load_experiment(Path(__file__).resolve().parents[1] / "experiments" / name, check_names=False)
+    cells: dict[tuple[str, str], list[RunConfig]] = {}
+    for cfg in experiment.runs:
+        key = {"scenario": cfg.scenario, "attack": cfg.attack, "config": cfg.key()}
+        cells.setdefault((protection.protection(key), protection.attack_label(key)), []).append(cfg)
+    for where, runs in cells.items():
+        images = {(cfg.data, cfg.index + i) for cfg in runs for i in range(cfg.batch)}
+        assert len(images) == sum(cfg.batch for cfg in runs) >= 20, where
+        assert len({cfg.seed for cfg in runs}) == len(runs), where
