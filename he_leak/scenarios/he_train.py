@@ -82,10 +82,10 @@ class HeTrain(Scenario):
     def __init__(self, cfg, *, key_seed=None) -> None:
         super().__init__(cfg, key_seed=key_seed)
         if cfg.local_steps > 1 or (cfg.local_batch or cfg.batch) != cfg.batch:
-            raise ConfigError(f"he-train: --local-steps {cfg.local_steps} --local-batch {cfg.local_batch}: each local "
-                              "step needs the decrypted gradient to update the plaintext weights, so the attacker "
-                              "sees every step's gradient on its own; use --local-steps 1 on the whole batch (steps "
-                              "under HE would need encrypted weights, a circuit E times as deep)")  # fmt: skip
+            raise ConfigError(f"he-train: --local-steps {cfg.local_steps} of {cfg.local_batch or cfg.batch} samples: "
+                              "each local step needs the decrypted gradient to update the plaintext weights, so the "
+                              "attacker sees every step's gradient on its own; use --local-steps 1 on the whole batch "
+                              "(steps under HE would need encrypted weights, a circuit E times as deep)")  # fmt: skip
         if cfg.flood_bits is not None and cfg.flood_bits > MAX_FLOOD_BITS:
             raise ParameterError(f"--flood-bits {cfg.flood_bits}: at most {MAX_FLOOD_BITS} (the noise must stay far "
                                  f"below the last prime of the chain)")  # fmt: skip
