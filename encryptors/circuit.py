@@ -48,6 +48,7 @@ from tenseal import sealapi
 
 from encryptors.circuit_eval import CkksEvaluator, CtVector, canonical_scales
 from encryptors.circuit_layout import Grid, Replicated, rotation_steps
+from encryptors.key_recovery import secret_coefficients
 from encryptors.seal_backend import Randomness, SealContext, SealParams, decrypt_values, encrypt
 from encryptors.seal_keys import KeySet
 from encryptors.security import SECURE_MAX_BITS
@@ -163,9 +164,18 @@ class CkksCircuit:
     def decrypt(self, ct: CtVector, *, flood_bits: int | None = None) -> np.ndarray:
         """Float64 values in the layout's shape: (length,) for Replicated, (rows, cols) for Grid; with
         ``flood_bits`` B, the decryption flooded with coefficient noise of standard deviation 2**B first."""
+        return ct.layout.unpack([s.real for s in self.decrypt_slots(ct, flood_bits=flood_bits)])
+
+    def decrypt_slots(self, ct: CtVector, *, flood_bits: int | None = None) -> list[np.ndarray]:
+        """Every slot of every ciphertext of ``ct``, complex, as SEAL decodes the (flooded, with ``flood_bits``)
+        decryption: what the key holder could hand over (encryptors.key_recovery.share picks what it does)."""
         if flood_bits is not None:
             ct = self.flooded(ct, flood_bits)
-        return ct.layout.unpack(decrypt_values(self.context, self._keys.secret, self._encoder, ct.ciphertexts))
+        return decrypt_values(self.context, self._keys.secret, self._encoder, ct.ciphertexts, complex_slots=True)
+
+    def secret_coefficients(self) -> np.ndarray:
+        """The secret key's coefficients (int8, ternary): for scoring a key-recovery attack, never for an attacker."""
+        return secret_coefficients(self.context, self._keys.secret)
 
     def flooded(self, ct: CtVector, bits: int) -> CtVector:
         """ct + p, p a fresh plaintext per ciphertext whose coefficients are iid Gaussian of standard deviation

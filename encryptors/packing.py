@@ -146,7 +146,12 @@ class PackingServer(_PackingBase):
 
 class GradientPacker(_PackingBase):
     """A key holder (each client, in NVFlare's deployment): keys from ``key_seed`` (a KeySeed); packs, encrypts,
-    decrypts."""
+    decrypts. The `seal` aggregation backend (encryptors.aggregation): every party holds the same secret key, so one
+    party alone decrypts anything (``shares_needed`` 1)."""
+
+    backend = "seal"
+    shares_needed = 1  # how many parties' keys a decryption takes: one shared key
+    reproducible = True  # keys and encryption noise come from the KeySeed
 
     def __init__(self, params: PackingParams | None = None, *, key_seed: KeySeed) -> None:
         key_seed = KeySeed.check(key_seed, "GradientPacker")
@@ -193,3 +198,11 @@ class GradientPacker(_PackingBase):
         """The float64 vector (length ``packed.length``); only a key holder can (the server has no decrypt)."""
         parts = decrypt_values(self.context, self.keys.secret, self._encoder, packed.ciphertexts)
         return np.concatenate(parts)[: packed.length]
+
+    def decrypt_alone(self, packed: Packed, *, party: int) -> np.ndarray:
+        """What one party decrypts with the key it holds, without the others: under one shared key, everything."""
+        return self.decrypt(packed)
+
+    def cost_bytes(self, contributions: Sequence[Packed]) -> int:
+        """Bytes a round sends: each client's ciphertexts (the decryption needs no message)."""
+        return int(sum(c.nbytes for c in contributions))

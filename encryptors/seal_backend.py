@@ -171,12 +171,14 @@ def encrypt(context: SealContext, public_key: sealapi.PublicKey, plain: sealapi.
 
 
 def decrypt_values(context: SealContext, secret_key: sealapi.SecretKey, encoder: sealapi.CKKSEncoder,
-                   ciphertexts) -> list[np.ndarray]:  # fmt: skip
-    """Each CKKS ciphertext decrypted and decoded to its float64 slot values (the key holder's side)."""
+                   ciphertexts, *, complex_slots: bool = False) -> list[np.ndarray]:  # fmt: skip
+    """Each CKKS ciphertext decrypted and decoded to its float64 slot values (the key holder's side); with
+    ``complex_slots`` the complex values (SEAL's decode_double returns their real parts)."""
     decryptor = sealapi.Decryptor(context.seal, secret_key)
     out = []
     for cipher in ciphertexts:
         plain = sealapi.Plaintext()
         decryptor.decrypt(cipher, plain)
-        out.append(np.asarray(encoder.decode_double(plain), np.float64))
+        decoded = encoder.decode_complex(plain) if complex_slots else encoder.decode_double(plain)
+        out.append(np.asarray(decoded, np.complex128 if complex_slots else np.float64))
     return out

@@ -160,3 +160,23 @@ def check_residues(ct: SealCiphertext, moduli: Sequence[int]) -> None:
             f"{int(bad.sum())} residue(s) are >= their prime, e.g. polynomial {s}, prime {j} "
             f"(q={moduli[j]}), coefficient {k}: {int(ct.data[s, j, k])}; not a valid ciphertext"
         )
+
+
+PLAIN_MEMBERS = struct.Struct("<4QQd")
+
+
+def plaintext_residues(blob: bytes, degree: int) -> np.ndarray:
+    """The residues of a serialised SEAL Plaintext (or SecretKey, which is one), shape (primes, N): members
+    parms_id (4 × uint64), coeff_count (uint64), scale (double), then the coefficient DynArray."""
+    _, body = unwrap(blob, "plaintext")
+    if len(body) < PLAIN_MEMBERS.size:
+        raise CiphertextError(f"SEAL plaintext body too short: {len(body)} bytes")
+    *_, coeff_count, _ = PLAIN_MEMBERS.unpack_from(body, 0)
+    arr = memoryview(body)[PLAIN_MEMBERS.size :]
+    _header(arr, "plaintext coefficient array")
+    (count,) = COUNT.unpack_from(arr, HEADER.size)
+    if count != coeff_count or count % degree or len(arr) != HEADER.size + COUNT.size + 8 * count:
+        raise CiphertextError(f"SEAL plaintext holds {count} coefficients in {len(arr)} bytes; expected a multiple "
+                              f"of N = {degree} matching coeff_count {coeff_count}")  # fmt: skip
+    data = np.frombuffer(arr, dtype="<u8", offset=HEADER.size + COUNT.size, count=count)
+    return data.astype(np.uint64).reshape(-1, degree)

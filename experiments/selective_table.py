@@ -81,10 +81,14 @@ def best_per_image(rows: list[dict]) -> dict:
 
 
 def smallest_stopping(ps: list[float], summary: dict[float, dict]) -> float | None:
-    """The smallest p from which every larger p of the grid stops the attack (None: not even the largest)."""
+    """The smallest p from which every larger p of the grid shows no gain (None: not even the largest). A p where the
+    attack could run on no image (it failed on every one: the server keeps its prior) counts as no gain, as in the
+    verdict tables, once the attack ran at some p."""
+    if not any(summary[p]["ran"] for p in ps):
+        return None
     found = None
     for p in sorted(ps, reverse=True):
-        if not summary[p]["no_gain"]:
+        if not (summary[p]["no_gain"] or summary[p]["ran"] == 0):
             break
         found = p
     return found
@@ -132,11 +136,15 @@ def smallest(verdict: dict[tuple, tuple]) -> str:
     for (model, rule, attack), (p, summary) in sorted(verdict.items()):
         if p is None:
             runs = [s for s in summary.values() if s["ran"]]
-            why = "never (not at the largest p)" if runs else "could not run at any p"
+            why = ("could not run at any p" if not runs else f"never (not at p = {max(summary):g}, the largest it ran "
+                   "at)")  # fmt: skip
             lines.append(f"| {model} | {rule} | {attack} | {why} | — | — | — | — |")
             continue
         s = summary[p]
         lo, hi = s["mean_ci"]
+        if not s["ran"]:
+            lines.append(f"| {model} | {rule} | {attack} | {p:g} (failed on all {s['n']}: the prior) | — | — | — | — |")
+            continue
         lines.append(f"| {model} | {rule} | {attack} | {p:g} | {s['recovered']} / {s['ran']} | "
                      f"{_fmt(s['cp_high'], '.3f')} | {_fmt(s['mean'])} [{_fmt(lo)}, {_fmt(hi)}] | "
                      f"{_fmt(s['max'])} |")  # fmt: skip
@@ -166,9 +174,14 @@ def own_data(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="results.jsonl of experiments/selective.toml")
+    parser.add_argument("--smallest", action="store_true", help="only the smallest-p table (the README's)")
     args = parser.parse_args()
     rows = load(args.results)
-    print(table(rows) + "\n" + own_data(rows), end="")
+    full = table(rows)
+    if args.smallest:
+        print(full[full.index("Smallest p"):], end="")
+    else:
+        print(full + "\n" + own_data(rows), end="")
 
 
 if __name__ == "__main__":

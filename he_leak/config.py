@@ -19,11 +19,13 @@ from he_leak.records import LocalTraining
 from he_leak.validation import CHOICES, check_use, validate
 
 LAYOUTS = CHOICES["layout"]  # how a user's array is read (he_leak.data)
-ROLES = CHOICES["role"]  # he-aggregate: the aggregator without the key, or a key-holding client
+ROLES = CHOICES["role"]  # he-aggregate: the aggregator without the key, a key-holding client, or the colluder
+HE_BACKENDS = CHOICES["he_backend"]  # he-aggregate: one key shared by every client, or threshold CKKS
 SELECTIONS = CHOICES["select"]  # he-aggregate: which parameters the fraction encrypts
 SENSITIVITIES = CHOICES["sensitivity"]  # he-aggregate: how the clients compute the sensitivity map
 MODEL_MODES = CHOICES["model_mode"]  # how the client runs its model: running statistics, or the batch's (BatchNorm)
 UPDATE_KINDS = CHOICES["update_kind"]  # what an --update file holds (docs/design.md, "Captured updates")
+DISCLOSURES = CHOICES["disclosure"]  # he-train: the gradient's entries, every slot's real part, every slot
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +66,12 @@ class RunConfig:
     # he-train: encrypted training steps after the attacked one; noise flooding 2**B of the shared decryption
     train_steps: int = 0
     flood_bits: int | None = None
+    # he-train: what the key holder hands over of each decryption; the server's key-recovery attack on it
+    disclosure: str = "entries"
+    key_recovery: bool = False
+    # DP-SGD on the client (Opacus): noise multiplier z (None: no DP-SGD), per-sample L2 clipping bound C
+    dp_noise: float | None = None
+    dp_clip: float = 1.0
     # he-aggregate: K clients with a batch each; who attacks; which parameters are encrypted
     clients: int = 1
     role: str = "server"
@@ -87,6 +95,8 @@ class RunConfig:
     # attack options: unroll the local steps (dlg, idlg, ig), and ig's BatchNorm-statistics prior weight
     unroll: bool = True
     bn_prior: float = 0.0
+    he_backend: str = "seal"  # one CKKS key shared by every client (SEAL), or threshold CKKS (OpenFHE, all shares)
+    imprint: int = 0  # bins of a malicious server's imprint layer in front of the model (Fowl et al.); 0: none
 
     def __post_init__(self) -> None:
         """Types (coerced), ranges and use: an option that differs from its default and that the run's scenario,
@@ -113,6 +123,11 @@ class RunConfig:
             raise ConfigError(f"--local-steps {self.local_steps} of --local-batch {self.local_batch} use only "
                               f"{self.local_steps * self.local_batch} of the --batch {self.batch} samples; the others "
                               "take no part in the update: raise the steps or the local batch")  # fmt: skip
+        if self.role == "colluder" and (self.local_steps or self.model_mode == "train"):
+            raise ConfigError("--role colluder attacks one gradient without BatchNorm buffers: drop --local-steps and "
+                              "--model-mode train (not modelled for the colluder)")  # fmt: skip
+        if self.local_steps and self.dp_noise is not None:
+            raise ConfigError("--dp-noise shares one DP-SGD step's gradient: drop --local-steps (or --dp-noise)")
         if not self.unroll and not self.local_steps:
             raise ConfigError("--no-unroll applies to an update of local steps (--local-steps); drop it")
         if self.update is None and (self.update_truth or self.update_kind != "delta"):

@@ -58,6 +58,14 @@ def _nothing_to_choose(cfg: Any) -> str | None:
     return None
 
 
+def _no_key_recovery(cfg: Any) -> str | None:
+    return None if cfg.key_recovery else "without --key-recovery (nobody attacks what is disclosed)"
+
+
+def _no_dp_sgd(cfg: Any) -> str | None:
+    return None if cfg.dp_noise is not None else "without --dp-noise (it is DP-SGD's per-sample bound)"
+
+
 def _no_sensitivity_map(cfg: Any) -> str | None:
     if reason := _nothing_to_choose(cfg):
         return reason
@@ -65,6 +73,7 @@ def _no_sensitivity_map(cfg: Any) -> str | None:
 
 
 HE = ("ckks-input", "he-train", "he-aggregate")
+DP_SGD = ("plain", "ckks-input", "he-aggregate", "secagg")  # a client computes its own gradient (scenarios.dp_sgd)
 MATCHING = ("dlg", "idlg", "ig")  # the gradient-matching attacks: restarts
 CONV = ("convnet", "conv1")
 ACTIVATED = ("lenet", "lenet-bn", "mlp", "convnet", "conv1", "resnet18", "resnet18-bn")  # logreg has none
@@ -101,7 +110,11 @@ OPTIONS: dict[str, Option] = {
     "noise": Option("--noise"),
     "train_steps": Option("--train-steps", scenarios=("he-train",)),
     "flood_bits": Option("--flood-bits", scenarios=("he-train",)),
-    "clients": Option("--clients", scenarios=("he-aggregate",)),
+    "disclosure": Option("--disclosure", scenarios=("he-train",), unused=_no_key_recovery),
+    "key_recovery": Option("--key-recovery", scenarios=("he-train",)),
+    "dp_noise": Option("--dp-noise", scenarios=DP_SGD),
+    "dp_clip": Option("--dp-clip", scenarios=DP_SGD, unused=_no_dp_sgd),
+    "clients": Option("--clients", scenarios=("he-aggregate", "secagg")),
     "role": Option("--role", scenarios=("he-aggregate",)),
     "encrypt_fraction": Option("--encrypt-fraction", scenarios=("he-aggregate",), unused=_layers_chosen),
     "select": Option("--select", scenarios=("he-aggregate",), unused=_nothing_to_choose),
@@ -119,6 +132,8 @@ OPTIONS: dict[str, Option] = {
     "update_truth": Option("--truth", scenarios=("plain",)),
     "unroll": Option("--no-unroll", attacks=MATCHING),
     "bn_prior": Option("--bn-prior", attacks=("ig",)),
+    "he_backend": Option("--he-backend", scenarios=("he-aggregate",)),
+    "imprint": Option("--imprint", scenarios=("he-aggregate",)),
 }  # fmt: skip
 
 

@@ -122,6 +122,7 @@ class Observed:
     observation: Observation
     truth: Truth | None  # None: unknown (a captured update attacked without the client's data)
     cost: HeCost = field(default_factory=HeCost)
+    fields: dict[str, Any] = field(default_factory=dict)  # other Result fields the scenario measured (key_recovery…)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,9 @@ class Result:
     he_key_bytes: int | None = None  # public / evaluation key bytes a party is sent once (not per round)
     he_gradient_error: float | None = None  # he-train: max relative error of the decrypted HE gradient vs torch's
     he_training: dict[str, Any] | None = None  # he-train --train-steps: losses of encrypted vs plaintext SGD
+    key_recovery: dict[str, Any] | None = None  # he-train --key-recovery: the server's IND-CPA-D attack on the key
+    key_holder_recovered: int | None = None  # samples whose key-holder estimate reaches success_psnr
+    dp_epsilon: float | None = None  # --dp-noise: ε of the DP-SGD training at δ = DP_DELTA (Opacus's RDP accountant)
     insecure: bool | None = None  # the HE parameters lie beyond the 128-bit table (measured, not the flag)
     security_index: float | None = None  # models.audit's index of the run's model and batch (0 leaky, -1 secure)
     restarts: int = 1

@@ -24,6 +24,7 @@ from he_leak.records import Observation, Reconstruction, Result, Truth, versions
 from he_leak.scenarios.base import SCENARIOS, Pool, Scenario, model_spec
 from he_leak.scoring.metrics import psnr
 from he_leak.scoring.score import Outcome, prior_only, score, unscored
+from he_leak.scoring.utility_accuracy import dp_epsilon
 from he_leak.seeds import KeySeed, derive
 
 # What a numerically failed attack raises: recorded as a failed row, never dropped (config errors propagate).
@@ -88,8 +89,8 @@ def prepare(cfg: RunConfig, *, key_seed: KeySeed | None = None, progress: Progre
         security_index=security_index(spec, cfg.batch, model=model if cfg.pretrain_epochs else None),
         mean_psnr=float(np.mean([psnr(pool.prior.overall, img) for img in attacked])) if len(attacked) else None,
         defences=scenario.defences or None, he_params=scenario.he_params(), key_source=scenario.key_source,
-        truth_known=None if cfg.update is None else observed.truth is not None, versions=versions(),
-        **observed.cost.result_fields(),
+        truth_known=None if cfg.update is None else observed.truth is not None, dp_epsilon=dp_epsilon(cfg, ds),
+        versions=versions(), **observed.cost.result_fields(), **observed.fields,
     )  # fmt: skip
     return RunContext(cfg, spec, scenario, observed.observation, observed.truth, pool, attack, base)
 

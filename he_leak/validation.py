@@ -29,11 +29,15 @@ PSNR_CAP = 200.0  # he_leak.scoring.metrics caps PSNR here: a higher success thr
 CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "layout": ("auto", "hw", "hwc", "chw", "nhw", "nhwc", "nchw"),  # how a user's array is read (he_leak.data)
-    "role": ("server", "client"),  # he-aggregate: the aggregator without the key, or a key-holding client
+    # he-aggregate: the aggregator without the key, a key-holding client, or a key holder the server controls and
+    # forwards every client's own ciphertext to (a sybil or a compromised participant)
+    "role": ("server", "client", "colluder"),
+    "he_backend": ("seal", "openfhe-threshold"),  # he-aggregate: one key shared by every client, or threshold CKKS
     "select": ("sensitivity", "random", "magnitude"),  # he-aggregate: which parameters the fraction encrypts
     "sensitivity": ("exact", "hutchinson"),  # he-aggregate: how the clients compute the sensitivity map
     "model_mode": ("eval", "train"),  # how the client runs its model: running statistics, or BatchNorm's batch's
     "update_kind": ("delta", "weights", "gradient"),  # what an --update file holds (docs/design.md)
+    "disclosure": ("entries", "real", "slots"),  # he-train: the gradient's entries, every slot's real part, every slot
 }
 AT_LEAST_ONE = ("batch", "restarts", "classes", "width", "stride", "sensitivity_samples", "clients")
 
@@ -117,6 +121,8 @@ def _integers(cfg: Any) -> None:
         raise ConfigError(f"index must be >= 0, got {cfg.index}")
     if cfg.iterations is not None and cfg.iterations < 1:
         raise ConfigError(f"iterations must be at least 1, got {cfg.iterations}")
+    if cfg.imprint < 0 or cfg.imprint == 1:
+        raise ConfigError(f"imprint must be 0 (none) or at least 2 bins, got {cfg.imprint}")
     if cfg.train_steps < 0:
         raise ConfigError(f"train_steps must be >= 0, got {cfg.train_steps}")
     if cfg.flood_bits is not None and cfg.flood_bits < 1:
@@ -131,7 +137,7 @@ def _integers(cfg: Any) -> None:
 
 
 def _floats(cfg: Any) -> None:
-    for name in ("lr", "tv", "clip", "success_psnr", "noise", "prune", "encrypt_fraction"):
+    for name in ("lr", "tv", "clip", "success_psnr", "noise", "prune", "encrypt_fraction", "dp_noise", "dp_clip"):
         value = getattr(cfg, name)
         if value is not None and not math.isfinite(value):
             raise ConfigError(f"{name} must be a finite number, got {value}")
@@ -141,6 +147,10 @@ def _floats(cfg: Any) -> None:
             raise ConfigError(f"{name} must be positive, got {value}")
     if cfg.tv is not None and cfg.tv < 0:
         raise ConfigError(f"tv must be >= 0, got {cfg.tv}")
+    if cfg.dp_noise is not None and cfg.dp_noise <= 0:
+        raise ConfigError(f"dp_noise must be a noise multiplier > 0, got {cfg.dp_noise}")
+    if cfg.dp_clip <= 0:
+        raise ConfigError(f"dp_clip must be a per-sample norm bound > 0, got {cfg.dp_clip}")
     if cfg.noise < 0:
         raise ConfigError(f"noise must be a standard deviation >= 0, got {cfg.noise}")
     if not 0 < cfg.success_psnr <= PSNR_CAP:

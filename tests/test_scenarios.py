@@ -33,6 +33,12 @@ CASES = {
     "he-aggregate-client": dict(scenario="he-aggregate", role="client", clients=2, model="mlp", hidden=(8,), batch=2),
     "he-aggregate-server": dict(scenario="he-aggregate", role="server", clients=2, encrypt_fraction=0.5,
                                 select="random", model="mlp", hidden=(8,), batch=2),
+    # one shared key: the colluding key holder decrypts the victim's (client 0's) own update
+    "he-aggregate-colluder": dict(scenario="he-aggregate", role="colluder", clients=2, model="mlp", hidden=(8,),
+                                  batch=2),
+    # a malicious server's imprint layer in front of the model; the reference differentiates the crafted model
+    "he-aggregate-imprint": dict(scenario="he-aggregate", role="client", clients=2, imprint=16, model="mlp",
+                                 hidden=(8,), batch=2),
 }  # fmt: skip
 
 
@@ -91,9 +97,11 @@ def _without_timings(value):
 
 @pytest.mark.parametrize("option, scenario", [("encryptor", "plain"), ("clients", "ckks-input"),
                                               ("train_steps", "he-aggregate"), ("role", "he-train"),
-                                              ("flood_bits", "plain")])  # fmt: skip
+                                              ("flood_bits", "plain"), ("he_backend", "he-train"),
+                                              ("imprint", "plain")])  # fmt: skip
 def test_options_a_scenario_does_not_use_are_refused(option, scenario):
-    value = {"encryptor": "ckks", "clients": 3, "train_steps": 2, "role": "client", "flood_bits": 20}[option]
+    value = {"encryptor": "ckks", "clients": 3, "train_steps": 2, "role": "client", "flood_bits": 20,
+             "he_backend": "openfhe-threshold", "imprint": 8}[option]  # fmt: skip
     with pytest.raises(ConfigError, match="does not apply"):
         SCENARIOS[scenario](RunConfig(scenario=scenario, **{option: value}))
 

@@ -204,3 +204,12 @@ def test_selective_table_smallest_p_needs_every_larger_p():
     assert t.smallest_stopping([0.1, 0.2, 0.3, 0.5], summary) == 0.3
     assert t.smallest_stopping([0.1, 0.2], {0.1: quiet, 0.2: leaky}) is None
     assert t.stats([False] * 24, [-5.0 + 0.1 * i for i in range(24)])["stops"]
+
+
+def test_selective_table_counts_a_failed_attack_as_its_prior_only_after_it_ran():
+    t = _selective_table()
+    quiet, gaining = t.stats([False] * 20, [-5.0] * 20), t.stats([True] * 20, [30.0] * 20)
+    failed = t.stats([], [])
+    assert t.smallest_stopping([0.9, 0.99], {0.9: gaining, 0.99: failed}) == 0.99
+    assert t.smallest_stopping([0.9, 0.99], {0.9: failed, 0.99: failed}) is None
+    assert t.smallest_stopping([0.5, 0.9, 0.99], {0.5: gaining, 0.9: quiet, 0.99: failed}) == 0.9

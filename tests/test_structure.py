@@ -1,8 +1,10 @@
 """The code's shape, as the project promises it: files readable in one sitting, no import cycles, no private
-cross-module imports, and tenseal imported only inside encryptors/."""
+cross-module imports, and tenseal and openfhe imported only inside encryptors/."""
 
 import ast
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("he_leak", "encryptors", "experiments")  # tests may import tenseal: TenSEAL is their reference
@@ -89,9 +91,10 @@ def test_no_import_cycles():
     assert not cycles, cycles[:5]
 
 
-def test_only_encryptors_import_tenseal():
+@pytest.mark.parametrize("library", ["tenseal", "openfhe"])
+def test_only_encryptors_import_he_libraries(library):
     users = [name for name, path in _modules().items() if not name.startswith("encryptors")
-             and any(t.split(".")[0] == "tenseal" for t, _ in _imports(path, name))]  # fmt: skip
+             and any(t.split(".")[0] == library for t, _ in _imports(path, name))]  # fmt: skip
     assert not users, users
 
 

@@ -218,3 +218,13 @@ def test_issue_18_cells_hold_twenty_distinct_images_each_run_its_own_seed(name):
         images = {(cfg.data, cfg.index + i) for cfg in runs for i in range(cfg.batch)}
         assert len(images) == sum(cfg.batch for cfg in runs) >= 20, where
         assert len({cfg.seed for cfg in runs}) == len(runs), where
+
+
+def test_he_aggregate_labels_name_batch_backend_imprint_and_the_colluder():
+    def row(**cfg):
+        return {"scenario": "he-aggregate", "config": RunConfig(scenario="he-aggregate", **cfg).key()}
+
+    assert protection.protection(row(clients=4)) == "he-aggregate · K=4 · all encrypted"
+    label = protection.protection(row(clients=8, batch=2, he_backend="openfhe-threshold", imprint=64))
+    assert label == "he-aggregate · K=8 · B=2 · openfhe-threshold · imprint 64 bins · all encrypted"
+    assert list(protection.attackers(row(role="colluder"))) == ["colluder"]

@@ -119,15 +119,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from he_leak.report.protection import markdown
+    from he_leak.report import frontier, keys, protection
     from he_leak.sweep.store import RESULTS_FILE, latest_by_config, read_results
 
     path = args.results / RESULTS_FILE if args.results.is_dir() else args.results
     if not path.is_file():
         raise ConfigError(f"{path}: no such results file; give a results.jsonl or the --out folder of `he-leak run`")
-    text = markdown(list(latest_by_config(read_results(path)).values()))
+    view = getattr(args, "view", "protection")
+    make = {"protection": protection.markdown, "frontier": frontier.markdown, "key-recovery": keys.markdown}[view]
+    text = make(list(latest_by_config(read_results(path)).values()))
     if not text:
-        raise ConfigError(f"{path} holds fewer than two protections: there is no protection table to print")
+        need = "no he-train run with --key-recovery" if view == "key-recovery" else "fewer than two protections"
+        raise ConfigError(f"{path} holds {need}: there is no {view} table to print")
     print(text, end="")
     return 0
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, NoReturn
 
-from he_leak.config import LAYOUTS, ROLES, SELECTIONS, SENSITIVITIES
+from he_leak.config import DISCLOSURES, HE_BACKENDS, LAYOUTS, ROLES, SELECTIONS, SENSITIVITIES
 
 EXIT_BAD_INPUT = 2
 
@@ -71,7 +71,7 @@ def _attack(sub: Any) -> None:
     """`he-leak attack`: one run's options, grouped as the scenarios use them."""
     a = sub.add_parser("attack", help="run one attack and print its Result")
     a.add_argument("--scenario",
-                   help="threat model: plain (default), ckks-input, he-train, he-aggregate (docs/design.md)")
+                   help="threat model: plain (default), ckks-input, he-train, he-aggregate, secagg (docs/design.md)")
     a.add_argument("--attack", help="attack name: dlg (default), idlg, ig, analytic, layerwise")
     _model_args(a)
     a.add_argument("--index", type=int, help="index of the first sample in the dataset (default 0)")
@@ -116,7 +116,15 @@ def _federation_options(a: argparse.ArgumentParser) -> None:
     fl = a.add_argument_group("federated aggregation (he-aggregate) and HE training (he-train)")
     fl.add_argument("--clients", type=int, help="clients K, each with its own --batch of samples (default 1)")
     fl.add_argument("--role", choices=ROLES,
-                    help="who attacks: the aggregation server (no key; default) or a key-holding client")
+                    help="who attacks: the aggregation server (no key; default), a key-holding client (the decrypted "
+                         "aggregate), or a key holder the server controls and forwards each client's own "
+                         "ciphertext to (a sybil)")  # fmt: skip
+    fl.add_argument("--he-backend", choices=HE_BACKENDS, dest="he_backend",
+                    help="he-aggregate: one CKKS key shared by every client (SEAL; default), or threshold CKKS where "
+                         "decryption needs every client's share (OpenFHE: pip install -e '.[threshold]')")
+    fl.add_argument("--imprint", type=int, metavar="BINS",
+                    help="he-aggregate: a malicious server puts an imprint layer of BINS brightness bins in front "
+                         "of the model (Fowl et al., Robbing the Fed); attack it with --attack imprint (default 0)")
     fl.add_argument("--encrypt-fraction", type=float, dest="encrypt_fraction",
                     help="fraction p of gradient entries each client encrypts, the rest sent in the clear (default 1)")
     fl.add_argument("--select", choices=SELECTIONS,
@@ -133,6 +141,19 @@ def _federation_options(a: argparse.ArgumentParser) -> None:
     fl.add_argument("--flood-bits", type=int, dest="flood_bits", metavar="B",
                     help="he-train: the key holder floods the shared decryption with Gaussian noise of standard "
                          "deviation 2**B in the coefficient domain (the IND-CPA-D mitigation; docs/design.md)")
+    fl.add_argument("--key-recovery", action="store_true", default=None, dest="key_recovery",
+                    help="he-train: the server also tries to recover the secret key from the decryptions it is "
+                         "handed (IND-CPA-D) and, with it, decrypts the client's encrypted inputs")
+    fl.add_argument("--disclosure", choices=DISCLOSURES,
+                    help="he-train --key-recovery: what the key holder hands over of each decryption: the "
+                         "gradient's entries (default), every slot's real part, or every slot (complex)")
+    dp = a.add_argument_group("DP-SGD on the client (Opacus; plain, ckks-input, he-aggregate, secagg)")
+    dp.add_argument("--dp-noise", type=float, dest="dp_noise", metavar="Z",
+                    help="noise multiplier: each shared gradient is a DP-SGD step's (per-sample clipping, Gaussian "
+                         "noise of std Z·C on the sum); the utility is trained with DP-SGD; ε from Opacus's RDP "
+                         "accountant")  # fmt: skip
+    dp.add_argument("--dp-clip", type=float, dest="dp_clip", metavar="C",
+                    help="DP-SGD's per-sample L2 clipping bound (with --dp-noise; default 1.0)")
 
 
 def _local_options(a: argparse.ArgumentParser) -> None:
@@ -214,6 +235,9 @@ def _inspect(sub: Any) -> None:
                        description="The verdict per (protection, attacker) with its legend, as report.md and the "
                        "README show it, from recorded results (nothing runs).")  # fmt: skip
     g.add_argument("results", type=Path, metavar="RESULTS", help="a results.jsonl, or the --out folder holding one")
+    g.add_argument("--view", default="protection", choices=("protection", "frontier", "key-recovery"),
+                   help="which table: the verdicts (default), the privacy–utility–cost frontier, or he-train's key "
+                        "recovery from shared decryptions")  # fmt: skip
 
 
 def _audit(sub: Any) -> None:

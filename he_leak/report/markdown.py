@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from he_leak.records import RESULT_KEYS
-from he_leak.report import protection
+from he_leak.report import frontier, keys, protection
 from he_leak.text import encryptor_name, finite, fixed, median_of
 
 DEFAULT_SYMBOL_EXACT = 0.999
@@ -245,6 +245,23 @@ def expectations_table(expectations: Sequence[Mapping[str, Any]]) -> list[str]:
     return _markdown_table(["expectation", "value", "runs", "status", "note"], body)
 
 
+def answer(rows: Sequence[Row], cells: Sequence[protection.Cell], *, headline: Path | str | None,
+           frontier_figure: Path | str | None) -> list[str]:  # fmt: skip
+    """The report's first screen: the protection table with its legend and figure, the privacy–utility–cost frontier
+    (when its figure was drawn: he_leak.report.frontier) and the key-recovery table (he_leak.report.keys)."""
+    lines: list[str] = []
+    if matrix := protection.table(cells):
+        lines += ["## Which protection stops which attacker", "", *matrix, "", protection.legend(), ""]
+        if headline is not None:
+            lines += [f"![protection]({Path(headline).as_posix()})", ""]
+    if frontier_figure is not None:
+        lines += ["## Privacy–utility–cost frontier", "", *frontier.table(cells), "", frontier.legend(), "",
+                  f"![frontier]({Path(frontier_figure).as_posix()})", ""]  # fmt: skip
+    if key_lines := keys.table(rows):
+        lines += ["## Key recovery from shared decryptions", "", *key_lines, "", keys.legend(), ""]
+    return lines
+
+
 def write_report(
     rows: Sequence[Row],
     out: Path,
@@ -256,13 +273,15 @@ def write_report(
     runs_total: int | None = None,
     captions: Mapping[str, str] | None = None,
     headline: Path | str | None = None,
+    frontier_figure: Path | str | None = None,
 ) -> Path:
     """Write report.md (`out` is the file, or a folder to write report.md into); returns its path.
 
     The first screen is the answer: the compact protection table (he_leak.report.protection, when the rows hold several
     protections), its legend and `headline` (the protection figure, relative to the report's folder); the prose
     follows — the description, the verdict per (protection, attacker), the expectations, the per-attack tables and
-    the other figures. `expectations`: evaluated expectation rows (ExpectationResult.as_row(): expect, value, runs,
+    the other figures; with `frontier_figure` the privacy–utility–cost frontier (table and figure) follows the
+    protection table. `expectations`: evaluated expectation rows (ExpectationResult.as_row(): expect, value, runs,
     met, note). `figures`: image paths relative to the report's folder, linked at the end; `captions` (by the
     figure's posix path) are printed under their figure."""
     out = Path(out)
@@ -272,10 +291,7 @@ def write_report(
     lines = [f"# {title}", "",
              f"{recorded}; {sum(1 for r in rows if r.get('success') is True)} succeeded, {failures} failed.", ""]
     cells = protection.summarise(rows) if rows else []
-    if matrix := protection.table(cells):
-        lines += ["## Which protection stops which attacker", "", *matrix, "", protection.legend(), ""]
-        if headline is not None:
-            lines += [f"![protection]({Path(headline).as_posix()})", ""]
+    lines += answer(rows, cells, headline=headline, frontier_figure=frontier_figure)
     if description:
         lines += ["## About this experiment", "", description.strip(), ""]
     if rows:

@@ -5,8 +5,12 @@ selection, defences). Its attackers are whoever sees that scenario's gradient; e
 - ckks-input has two: the **keyless** attacker (its decoder's plaintext estimate; recovered = samples whose estimate
   reaches success_psnr, `keyless_recovered`) and a **key holder** (the decryption of the recovered ciphertext;
   recovered = the scenario's rule, exact and decryptable, `recovered`);
-- he-aggregate: the `server` (no key) or a key-holding `client`; he-train: whoever sees the decrypted update; plain
-  and the gradient defences: whoever sees the gradient (their estimate and the scenario's `recovered`).
+- he-aggregate: the `server` (no key), a key-holding `client` or the server's key-holding `colluder` (the label
+  names K, B when not 1, a backend other than seal, and a malicious imprint layer); he-train: whoever sees the
+  decrypted update, and with `--key-recovery` the server that recovers the key from the decryptions it is handed and
+  decrypts the inputs (its estimate is the key holder's; recovered: `key_holder_recovered`; no key: "attack failed",
+  it keeps its prior); plain and the gradient defences: whoever sees the gradient (their estimate and the scenario's
+  `recovered`).
 
 Per (protection, attacker) and attack (he_leak.report.stats for the intervals): n samples scored — a run that ended
 without an estimate is counted as failed, never as a sample at its prior —, k recovered with the Clopper–Pearson
@@ -48,6 +52,7 @@ STOP_MARGIN_DB = 1.0  # a gain over the prior up to this many dB is "nothing bey
 RECOVERY_LEVEL = 0.15  # "stops" needs the rate's upper confidence bound below this (0 of n: n >= 23 samples)
 STOPS, NOT_STOPS, INCONCLUSIVE = "stops", "does not stop", "inconclusive"
 FAILED, NOTHING = "attack failed", "nothing in the clear"
+KEY_RECOVERY = "server, key from shared decryptions"  # he-train --key-recovery: reads the inputs with it
 Row = Mapping[str, Any]
 
 
@@ -59,19 +64,34 @@ def protection(row: Row) -> str:
     if scenario == "ckks-input":
         parts.append(str(row.get("encryptor")))
     elif scenario == "he-train":
-        parts.append(f"{cfg.get('model')} {cfg.get('activation')}, {cfg.get('loss') or 'mse'}")
+        model = " ".join(str(v) for v in (cfg.get("model"), cfg.get("activation")) if v)  # logreg has none
+        parts.append(f"{model}, {cfg.get('loss') or 'mse'}")
+        if cfg.get("key_recovery"):
+            parts.append(f"shares {cfg.get('disclosure', 'entries')}")
+        if cfg.get("flood_bits"):
+            parts.append(f"flood 2^{cfg['flood_bits']}")
     elif scenario == "he-aggregate":
         parts.append(f"K={cfg.get('clients', 1)}")
+        if cfg.get("batch", 1) != 1:
+            parts.append(f"B={cfg['batch']}")
+        if cfg.get("he_backend", "seal") != "seal":
+            parts.append(str(cfg["he_backend"]))
+        if cfg.get("imprint"):
+            parts.append(f"imprint {cfg['imprint']} bins")
         if cfg.get("encrypt_layers"):
             parts.append(f"layers /{cfg['encrypt_layers']}/ encrypted")
         elif (p := cfg.get("encrypt_fraction", 1.0)) >= 1.0:
             parts.append("all encrypted")
         else:
             parts.append(f"p={p:g} {cfg.get('select', 'sensitivity')}")
+    elif scenario == "secagg":
+        parts.append(f"K={cfg.get('clients', 2)}")
     for name in ("clip", "prune", "noise"):
         value = cfg.get(name)
         if value:
             parts.append(f"{name} {value:g}")
+    if cfg.get("dp_noise") is not None:
+        parts.append(f"DP-SGD z={cfg['dp_noise']:g} C={cfg.get('dp_clip', 1.0):g}")
     return " · ".join(parts + federation(cfg))
 
 
@@ -106,8 +126,12 @@ def attackers(row: Row) -> dict[str, tuple[str, str]]:
     scenario = row.get("scenario")
     if scenario == "ckks-input":
         return {"keyless": (KEYLESS, "keyless_recovered"), "key holder": (KEY_HOLDER, "recovered")}
-    who = {"he-aggregate": str((row.get("config") or {}).get("role", "server")), "he-train": "sees the update"}
-    return {who.get(str(scenario), "sees the gradient"): (KEYLESS, "recovered")}
+    who = {"he-aggregate": str((row.get("config") or {}).get("role", "server")), "he-train": "sees the update",
+           "secagg": "server (sees the sum)"}  # fmt: skip
+    out = {who.get(str(scenario), "sees the gradient"): (KEYLESS, "recovered")}
+    if scenario == "he-train" and (row.get("config") or {}).get("key_recovery"):
+        out[KEY_RECOVERY] = (KEY_HOLDER, "key_holder_recovered")
+    return out
 
 
 @dataclass(frozen=True)
@@ -148,6 +172,7 @@ class Cell:
     utility_measured: str | None = None  # how the utility was measured, when the rows say so
     he_seconds: float | None = None
     he_bytes: float | None = None
+    epsilon: float | None = None  # DP-SGD's ε at δ = 1e-5 (Result.dp_epsilon), where defined
     rows: tuple[Row, ...] = field(default=(), repr=False, compare=False)
 
     @property
@@ -231,7 +256,9 @@ def summarise(rows: Sequence[Row]) -> list[Cell]:
             utility=median_of([r.get("utility") for r in cost]), utility_plain=median_of([r.get("utility_plain")
                                                                                       for r in cost]),
             utility_measured=measured, he_seconds=median_of([r.get("he_seconds") for r in cost]),
-            he_bytes=median_of([r.get("he_bytes") for r in cost]), rows=tuple(group),
+            he_bytes=median_of([r.get("he_bytes") for r in cost]), epsilon=median_of([r.get("dp_epsilon")
+                                                                                    for r in cost]),
+            rows=tuple(group),
         ))  # fmt: skip
     return cells
 
@@ -245,6 +272,8 @@ def _bytes(value: float | None) -> str:
         return "—"
     return f"{value / 1e6:.2f} MB" if value >= 1e5 else f"{value / 1e3:.1f} kB"
 
+
+ci_text, bytes_text = _ci, _bytes  # for he_leak.report.frontier
 
 COLUMNS = ("protection", "attacker", "verdict", "best attack", "recovered (95% CI)", "PSNR median / worst (dB)",
            "prior (dB)", "gain over prior: mean [95% CI] (dB)", "utility (plain)", "HE per round")  # fmt: skip

@@ -18,7 +18,7 @@ from he_leak.models.local import client_update, running_buffers
 from he_leak.models.losses import LOSSES
 from he_leak.records import Observed, Reconstruction, SharedBuffers, Truth
 from he_leak.registry import Registry
-from he_leak.scenarios import defences
+from he_leak.scenarios import defences, dp_sgd
 from he_leak.seeds import KeySeed
 
 SCENARIOS: Registry = Registry("scenario")
@@ -85,6 +85,9 @@ class Scenario(ABC):
                               f"{' or '.join(self.losses)}")  # fmt: skip
         if "insecure" in cfg.encryptor_params:
             raise ConfigError("set insecure parameters with --insecure (insecure = true in a TOML), not --he insecure")
+        if cfg.dp_noise is not None and self.defences:
+            raise ConfigError("DP-SGD (--dp-noise) clips and noises each sample's gradient itself; drop "
+                              "--clip/--prune/--noise")
 
     @property
     def samples(self) -> int:
@@ -103,7 +106,10 @@ class Scenario(ABC):
     def client_share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                      client: int = 0) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:  # fmt: skip
         """What client `client` shares from its batch: its update (one gradient, or −Δ/(E·η) after the run's local
-        training; he_leak.models.local) with the defences applied, and its BatchNorm running buffers (train mode)."""
+        training; he_leak.models.local) with the defences applied, and its BatchNorm running buffers (train mode).
+        With --dp-noise: one DP-SGD step's gradient (`client_gradient`; RunConfig refuses local steps with it)."""
+        if self.cfg.dp_noise is not None:
+            return self.share(self.client_gradient(model, images, labels, client=client), client=client), {}
         update, buffers = client_update(model, images, labels, loss=self.loss, local=self.cfg.local())
         return self.share(update, client=client), buffers
 
@@ -115,6 +121,16 @@ class Scenario(ABC):
     def defences(self) -> dict[str, float]:
         """The gradient defences this run applies (clip, prune, noise), in order."""
         return defences.active({"clip": self.cfg.clip, "prune": self.cfg.prune, "noise": self.cfg.noise})
+
+    def client_gradient(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *,
+                        client: int = 0) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        """What a client computes of its batch: the batch-mean gradient, or with --dp-noise one DP-SGD step's
+        (he_leak.scenarios.dp_sgd), whose noise is the client's secret (a child of the key seed)."""
+        if self.cfg.dp_noise is None:
+            return shared_gradient(model, inputs, labels, loss=self.loss)
+        gen = torch.Generator().manual_seed(self.key_seed.child("client", client, "dp-sgd").entropy() % 2**63)
+        return dp_sgd.dp_gradient(model, inputs, labels, loss=self.loss, noise_multiplier=self.cfg.dp_noise,
+                                  max_grad_norm=self.cfg.dp_clip, generator=gen)  # fmt: skip
 
     def share(self, grads: tuple[torch.Tensor, ...], *, client: int = 0) -> tuple[torch.Tensor, ...]:
         """What a client shares of its gradient: the configured defences applied. The noise is the client's secret
@@ -138,9 +154,10 @@ class Scenario(ABC):
 
     @property
     def key_source(self) -> str | None:
-        """Where the client's secret (keys, encryption randomness, defence noise) came from (os, given, sweep) for
-        the Result; None when the run uses no secret (no encryptor, no noise)."""
-        return self.key_seed.source if self.encryptor is not None or "noise" in self.defences else None
+        """Where the client's secret (keys, encryption randomness, defence or DP-SGD noise, masks) came from (os,
+        given, sweep) for the Result; None when the run uses no secret (no encryptor, no noise)."""
+        secret = self.encryptor is not None or "noise" in self.defences or self.cfg.dp_noise is not None
+        return self.key_seed.source if secret else None
 
     @abstractmethod
     def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -22,7 +22,7 @@ from torch import nn
 from encryptors import make_encryptor
 from he_leak.errors import CiphertextError, ConfigError
 from he_leak.records import HeCost, Observation, Observed, Reconstruction, Truth
-from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, SampleScores, Scenario, shared_gradient
+from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, SampleScores, Scenario
 from he_leak.scenarios.keyless import KeylessDecoder, chosen_plaintexts
 from he_leak.seeds import PublicSeed, derive
 
@@ -90,7 +90,7 @@ class CkksInput(Scenario):
         views = torch.from_numpy(np.stack([self.enc.view(h) for h in hidden])).float()
         obs = Observation(
             model=model,
-            gradients=self.share(shared_gradient(model, views, labels, loss=self.loss)),
+            gradients=self.share(self.client_gradient(model, views, labels)),
             input_shape=(self.enc.view_size,),
             batch=len(images),
             classes=self.cfg.classes,

@@ -12,6 +12,20 @@ Who attacks (`--role`):
   encrypted nothing is visible: the attack cannot run and the server's best estimate is its prior.
 - ``client``: an honest-but-curious key holder sees the decrypted aggregate — the mean gradient of all K·B samples —
   and attacks it as one batch (matched scoring, `recovered` of K·B).
+- ``colluder``: the server forwards each client's own ciphertext to one key-holding party it controls (a sybil, the
+  K+1-th party, with no data of its own; or a compromised participant). What that party can read alone decides:
+  under one shared key (``--he-backend seal``: NVFlare, FedML-HE) it decrypts the victim's (client 0's) ciphertext and
+  attacks that client's own update (batch B, scored against its B samples); under threshold CKKS
+  (``--he-backend openfhe-threshold``: every one of the K+1 parties holds a key share and a decryption needs all of
+  them) its own share decrypts nothing (its one-share decryption of the victim's ciphertext is recorded as
+  ``he_params.colluder_alone_error``), so it attacks the decrypted aggregate like a client.
+
+The HE backend (encryptors.aggregation) is chosen once, in input_shape; the scenario asks it what one party decrypts
+alone (``decrypt_alone``) and how many shares a decryption takes (``shares_needed``).
+
+A malicious server may also craft the model (``--imprint BINS``, Fowl et al.): an imprint layer in front of it
+(he_leak.models.imprint) with bins at quantiles of the mean brightness of the server's own data (the dataset without
+the attacked samples); ``--attack imprint`` then reads single samples out of an aggregate of any size.
 """
 
 from __future__ import annotations
@@ -25,16 +39,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from encryptors.packing import GradientPacker, PackingParams
+from encryptors.aggregation import make_aggregator
+from encryptors.packing import PackingParams
+from he_leak.config import RunConfig
 from he_leak.data import Dataset, load_dataset
 from he_leak.errors import ConfigError
 from he_leak.models import shape_model
+from he_leak.models.imprint import imprinted, public_bins
 from he_leak.models.local import running_buffers
-from he_leak.records import HeCost, Observation, Observed, Reconstruction, SharedBuffers, Truth
+from he_leak.records import HeCost, LocalTraining, Observation, Observed, Reconstruction, SharedBuffers, Truth
 from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, Scenario, shared_buffers
 from he_leak.scenarios.selection import select
 from he_leak.scenarios.sensitivity import check_exact, client_map, client_samples
-from he_leak.seeds import derive
+from he_leak.seeds import KeySeed, derive
 
 # the aggregated sensitivity map is encrypted scaled so that its largest entry is at most 2^MAP_MAX_BITS: CKKS at
 # scale 2^40 then holds it in 80 of the fresh ciphertext's 100 data bits, and its ~1e-8 absolute noise is ~1e-20
@@ -69,6 +86,12 @@ class HeAggregate(Scenario):
     encryptor = "ckks"
     utility_measured = "plaintext-equivalent (trained in plaintext; encrypted sums are exact up to CKKS error)"
 
+    def __init__(self, cfg: RunConfig, *, key_seed: KeySeed | None = None) -> None:
+        super().__init__(cfg, key_seed=key_seed)
+        if cfg.imprint and cfg.utility:
+            raise ConfigError("--utility with --imprint: the crafted model serves one malicious round and is never "
+                              "trained; measure utility without --imprint")  # fmt: skip
+
     @property
     def samples(self) -> int:
         return self.cfg.clients * self.cfg.batch
@@ -85,9 +108,19 @@ class HeAggregate(Scenario):
                               f"{', '.join(sorted(known))}")  # fmt: skip
         params = PackingParams(**{k: (tuple(v) if isinstance(v, list) else v)
                                   for k, v in self.cfg.encryptor_params.items()})  # fmt: skip
-        self.packing = GradientPacker(params, key_seed=self.key_seed)
+        self.packing = make_aggregator(self.cfg.he_backend, params, parties=self.parties, key_seed=self.key_seed)
         self.insecure = False
         return tuple(image_shape)
+
+    @property
+    def parties(self) -> int:
+        """Key holders: the K clients, plus the server's own key-holding party when it colludes."""
+        return self.cfg.clients + (self.cfg.role == "colluder")
+
+    @property
+    def colluder(self) -> int:
+        """The colluding party's index (the last one)."""
+        return self.parties - 1
 
     @property
     def uses_sensitivity(self) -> bool:
@@ -101,9 +134,11 @@ class HeAggregate(Scenario):
 
     def he_params(self) -> dict[str, object] | None:
         return {**self.packing.describe(), "encrypted_fraction": getattr(self, "encrypted", None),
-                **getattr(self, "map_info", {})}
+                **getattr(self, "map_info", {}), **getattr(self, "colluder_info", {})}  # fmt: skip
 
     def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Observed:
+        if self.cfg.imprint:  # the malicious server crafts the model it sends
+            model = imprinted(model, tuple(images.shape[1:]), self.imprint_thresholds())
         k, b, local = self.cfg.clients, self.cfg.batch, self.cfg.local()
         if k > 1 and local is None and self.cfg.role == "client" and model.training and running_buffers(model):
             raise ConfigError("he-aggregate --role client: the aggregate of K clients' gradients mixes their own "
@@ -125,31 +160,50 @@ class HeAggregate(Scenario):
                                   *(after[n].double().flatten().numpy() for n in hidden_buffers)])
                   for update, after in shares]  # fmt: skip
         start = time.perf_counter()
-        if hidden[0].size:  # each client encrypts its share; the server adds; a key holder decrypts
+        if hidden[0].size:  # each client encrypts its share; the server adds; the key holders decrypt the sum
             sent = [self.packing.encrypt(v) for v in hidden]
             aggregate = self.packing.decrypt(self.packing.server().sum(sent)) / k
         else:
             sent, aggregate = [], np.zeros(0)
         seconds = time.perf_counter() - start
         self.encrypted = encrypted_share(mask)
-        cost = HeCost(seconds=seconds, bytes=int(sum(c.nbytes for c in sent)),
-                      key_bytes=self.packing.public_key_bytes())
-        common = dict(model=model, input_shape=tuple(images.shape[1:]), classes=self.cfg.classes, loss=self.loss)
-        befores = running_buffers(model)
-        if self.cfg.role == "client":  # a key holder: the decrypted aggregate plus the aggregated clear part
+        cost = HeCost(seconds=seconds, bytes=self.packing.cost_bytes(sent) if sent else 0,
+                      key_bytes=self.packing.public_key_bytes())  # fmt: skip
+        view = View(model, images, labels, mask, cost)
+        if self.cfg.role == "colluder" and self.colludes_alone(sent, hidden[0]):  # one gradient, no buffers (config)
+            victim = unflatten(self.alone, per_client[0], mask, encrypted=True, into=per_client[0])
+            return view.observed(victim, batch=b, loss=self.loss, classes=self.cfg.classes)
+        if self.cfg.role in ("client", "colluder"):  # a key holder: the decrypted aggregate plus the clear part
             cut = len(hidden[0]) - sum(shares[0][1][n].numel() for n in hidden_buffers)
             grads = unflatten(aggregate[:cut] / scale, mean, mask, encrypted=True, into=mean)
             after = self.mean_buffers([a for _, a in shares], hidden_buffers, aggregate[cut:])
-            obs = Observation(gradients=grads, batch=k * b, local=local, buffers=shared_buffers(model, after),
-                              **common)  # fmt: skip
-            return Observed(obs, Truth(inputs=images, labels=labels, plaintext=images), cost)
+            return view.observed(grads, batch=k * b, loss=self.loss, classes=self.cfg.classes, local=local,
+                                 buffers=shared_buffers(model, after))  # fmt: skip
         visible = tuple(~m for m in mask)
         clear = tuple(g * v for g, v in zip(per_client[0], visible, strict=True))
         seen = {n: v for n, v in shares[0][1].items() if n not in hidden_buffers}  # the counts are public
-        buffers = SharedBuffers(befores, seen) if any(v.is_floating_point() for v in seen.values()) else None
-        obs = Observation(gradients=clear, batch=b, mask=visible, buffers=buffers,
-                          local=dataclasses.replace(local, clients=1) if local else None, **common)  # fmt: skip
-        return Observed(obs, Truth(inputs=images[:b], labels=labels[:b], plaintext=images[:b]), cost)
+        buffers = SharedBuffers(running_buffers(model), seen) if any(v.is_floating_point() for v in seen.values()) \
+            else None
+        return view.observed(clear, batch=b, loss=self.loss, classes=self.cfg.classes, mask=visible, buffers=buffers,
+                             local=dataclasses.replace(local, clients=1) if local else None)  # fmt: skip
+
+    def colludes_alone(self, sent: list, victim: np.ndarray) -> bool:
+        """The colluding party decrypts the victim's forwarded ciphertext with the key material it holds (kept in
+        ``self.alone``); True when that is the victim's update — one shared key —, False when a decryption needs
+        other parties' shares. Its error against the victim's true update is recorded either way."""
+        alone = self.packing.decrypt_alone(sent[0], party=self.colluder) if sent else victim
+        error = None if alone is None else float(np.abs(alone - victim).max() / max(np.abs(victim).max(), 1e-300))
+        self.colluder_info = {"colluder_party": self.colluder, "colluder_alone_decodes": alone is not None,
+                              "colluder_alone_error": error}  # fmt: skip
+        self.alone = alone
+        return self.packing.shares_needed == 1 or not sent
+
+    def imprint_thresholds(self) -> np.ndarray:
+        """The imprint layer's bins from the server's own data: quantiles of the mean brightness of the dataset's
+        samples other than the attacked ones (the attacker's public pool)."""
+        ds = load_dataset(self.cfg.data, layout=self.cfg.layout, normalize=self.cfg.normalize)
+        others = np.setdiff1d(np.arange(len(ds)), ds.indices(self.cfg.index, self.samples))
+        return public_bins(ds.images[others].reshape(len(others), -1).mean(1), self.cfg.imprint)
 
     def encrypted_buffers(self, afters: list[dict[str, torch.Tensor]]) -> list[str]:
         """The running statistics (float buffers) the clients encrypt with the update: those `--encrypt-layers`
@@ -216,3 +270,23 @@ class HeAggregate(Scenario):
 def encrypted_share(mask: tuple[torch.Tensor, ...]) -> float:
     """The fraction of entries a mask encrypts."""
     return sum(int(m.sum()) for m in mask) / max(1, sum(math.prod(m.shape) for m in mask))
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """One round's model, data, mask and HE cost; ``observed`` makes the attacker's Observation of some gradient
+    (the truth: the first ``batch`` samples)."""
+
+    model: nn.Module
+    images: torch.Tensor
+    labels: torch.Tensor
+    mask: tuple[torch.Tensor, ...]
+    cost: HeCost
+
+    def observed(self, grads: tuple[torch.Tensor, ...], *, batch: int, loss: str, classes: int,
+                 mask: tuple[torch.Tensor, ...] | None = None, local: LocalTraining | None = None,
+                 buffers: SharedBuffers | None = None) -> Observed:  # fmt: skip
+        obs = Observation(model=self.model, gradients=grads, input_shape=tuple(self.images.shape[1:]), batch=batch,
+                          classes=classes, loss=loss, mask=mask, local=local, buffers=buffers)  # fmt: skip
+        images, labels = self.images[:batch], self.labels[:batch]
+        return Observed(obs, Truth(inputs=images, labels=labels, plaintext=images), self.cost)

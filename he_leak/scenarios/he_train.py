@@ -12,9 +12,11 @@ and attacks it in plaintext space (any registered attack). Parameters come from 
 Handing over an exact CKKS decryption to whoever holds the ciphertexts is the IND-CPA-D setting (Li & Micciancio,
 EUROCRYPT 2021): they can recover the secret key. `--flood-bits B` makes the key holder flood the decryption with
 Gaussian noise of standard deviation 2**B in the coefficient domain first (encryptors.circuit); the ciphertext
-noise it must dominate is recorded as `decryption_noise_bits`. The key-recovery attack itself is not implemented
-here. `--train-steps N` runs N more encrypted SGD steps on the run's batch and records the loss beside the same
-steps trained in plaintext (he_training).
+noise it must dominate is recorded as `decryption_noise_bits`. `--key-recovery` runs that attack: the key holder
+hands over `--disclosure` of each decryption (the entries by default) and the server tries to recover the secret key
+from it and the ciphertexts it holds, then decrypts the client's inputs (he_leak.scenarios.he_keys; Result
+`key_recovery`, and the inputs it read as a key holder's estimate). `--train-steps N` runs N more encrypted SGD
+steps on the run's batch and records the loss beside the same steps trained in plaintext (he_training).
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from encryptors.circuit import MAX_FLOOD_BITS, CkksCircuit, plan_circuit
+from encryptors.circuit import MAX_FLOOD_BITS, CkksCircuit, CtVector, plan_circuit
 from encryptors.circuit_cost import CostOps
+from encryptors.key_recovery import share
 from he_leak.errors import ConfigError, ParameterError
 from he_leak.models.losses import LOSSES
 from he_leak.records import HeCost, Observation, Observed, Reconstruction, Truth
+from he_leak.scenarios import he_keys
 from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, Scenario, shared_gradient
 from he_leak.scenarios.he_program import backprop, batch_gradient, layers_of
 from he_leak.seeds import derive
@@ -67,6 +71,9 @@ class HeRound:
     sent: int
     ops: dict[str, int]
     levels: list[int]
+    vectors: tuple[CtVector, ...] = ()  # the gradient ciphertexts (what the server evaluated and holds)
+    slots: tuple[list[np.ndarray], ...] = ()  # per gradient vector: every chunk's decoded slots, as the key holder
+    inputs: tuple[tuple[CtVector, CtVector], ...] = ()  # the client's encrypted (x, one-hot y) the server holds
 
 
 @SCENARIOS.register("he-train")
@@ -89,6 +96,10 @@ class HeTrain(Scenario):
         if cfg.flood_bits is not None and cfg.flood_bits > MAX_FLOOD_BITS:
             raise ParameterError(f"--flood-bits {cfg.flood_bits}: at most {MAX_FLOOD_BITS} (the noise must stay far "
                                  f"below the last prime of the chain)")  # fmt: skip
+        if cfg.key_recovery and self.defences:
+            raise ConfigError("--key-recovery models the key holder handing over the decryption itself; drop "
+                              "--clip/--prune/--noise (--flood-bits is the decryption-side noise)")
+        self.server_key: he_keys.ServerKey | None = None
 
     @property
     def utility_measured(self) -> str:
@@ -142,9 +153,12 @@ class HeTrain(Scenario):
             return values[tuple(slice(0, n) for n in shape)] / len(images)
 
         flood = self.cfg.flood_bits
-        shared = [mean(circuit.decrypt(c, flood_bits=flood), s) for c, s in zip(total, shapes, strict=True)]
+        slots = tuple(circuit.decrypt_slots(c, flood_bits=flood) for c in total)
+        shared = [mean(c.layout.unpack([v.real for v in chunks]), s)
+                  for c, chunks, s in zip(total, slots, shapes, strict=True)]  # fmt: skip
         exact = shared if flood is None else [mean(circuit.decrypt(c), s) for c, s in zip(total, shapes, strict=True)]
-        return HeRound(shared, exact, sent, dict(sorted(ev.ops.items())), [c.level for c in total])
+        return HeRound(shared, exact, sent, dict(sorted(ev.ops.items())), [c.level for c in total], tuple(total),
+                       slots, tuple(pairs))  # fmt: skip
 
     def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Observed:
         circuit, period, keygen = self._circuit(model, images[0].double().flatten().numpy())
@@ -177,7 +191,20 @@ class HeTrain(Scenario):
         obs = Observation(model=model, gradients=self.share(decrypted), input_shape=tuple(images.shape[1:]),
                           batch=len(images), classes=self.cfg.classes, loss=self.loss,
                           local=self.cfg.local())  # fmt: skip
-        return Observed(obs, Truth(inputs=images, labels=labels, plaintext=images), cost)
+        fields = {"key_recovery": self.recover_key(circuit, he, images, labels)} if self.cfg.key_recovery else {}
+        return Observed(obs, Truth(inputs=images, labels=labels, plaintext=images), cost, fields)
+
+    def recover_key(self, circuit: CkksCircuit, he: HeRound, images: torch.Tensor,
+                    labels: torch.Tensor) -> dict[str, object]:  # fmt: skip
+        """--key-recovery: the key holder hands over --disclosure of each decrypted gradient vector (the batch
+        mean); the server attacks what it holds (he_leak.scenarios.he_keys); scored against the truth."""
+        batch, how = len(images), self.cfg.disclosure
+        disclosed = [share(ct.layout, slots, how, batch=batch) for ct, slots in zip(he.vectors, he.slots,
+                                                                                     strict=True)]  # fmt: skip
+        public = circuit.evaluator(seed=derive(self.cfg.seed, "server")).keys.public
+        self.server_key = he_keys.attack(circuit.context, public, he.vectors, disclosed, he.inputs,
+                                         disclosure=how, batch=batch)  # fmt: skip
+        return he_keys.score(circuit, self.server_key, images, labels)
 
     def train(self, circuit: CkksCircuit, period: int, model: nn.Module, images: torch.Tensor,
               labels: torch.Tensor) -> dict[str, object]:  # fmt: skip
@@ -217,7 +244,11 @@ class HeTrain(Scenario):
         return getattr(self, "params", None)
 
     def interpret(self, rec: Reconstruction, truth: Truth, labels: np.ndarray | None, pool: Pool) -> Estimates:
-        return Estimates(keyless=rec.inputs.reshape(truth.plaintext.shape))
+        """The gradient attacker's estimate; with --key-recovery and a key, the inputs the server decrypted with it
+        (scored as a key holder's estimate)."""
+        read = None if self.server_key is None else self.server_key.inputs
+        with_key = None if read is None else torch.from_numpy(read).reshape(truth.plaintext.shape)
+        return Estimates(keyless=rec.inputs.reshape(truth.plaintext.shape), with_key=with_key)
 
 
 def noise_bits(exact: list[np.ndarray], reference: list[torch.Tensor], scales: list[float], *, batch: int,

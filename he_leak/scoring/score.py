@@ -57,9 +57,8 @@ def score(scenario: Scenario, obs: Observation, truth: Truth, pool: Pool, rec: R
     rec_x = rec.inputs.detach().cpu().double()
     true_x = truth.inputs.double()
     order = match(rec_x.numpy(), true_x.numpy())
-    rec = dataclasses.replace(
-        rec, inputs=rec_x[order], labels=None if rec.labels is None else rec.labels.detach().cpu()[order]
-    )
+    rec = dataclasses.replace(rec, inputs=rec_x[order],
+                              labels=None if rec.labels is None else rec.labels.detach().cpu()[order])
     labels = attacker_labels(obs, rec)
     est = scenario.interpret(rec, truth, labels, pool)
     plain = truth.plaintext.double().numpy()
@@ -84,8 +83,9 @@ def score(scenario: Scenario, obs: Observation, truth: Truth, pool: Pool, rec: R
         raw = est.with_key.detach().cpu().double().numpy()
         keyed = np.clip(raw, 0, 1)
         s = image_scores(keyed, plain)
-        fields.update(key_plaintext_psnr=s["psnr"], key_plaintext_ssim=s["ssim"])
         key_psnrs = list(s["psnrs"])
+        fields.update(key_plaintext_psnr=s["psnr"], key_plaintext_ssim=s["ssim"],
+                      key_holder_recovered=sum(int(p >= scenario.cfg.success_psnr) for p in key_psnrs))
         key_errors = [float(np.abs(r - t).max()) for r, t in zip(raw, plain, strict=True)]
         panels["decrypted"] = keyed
     decrypts: list[bool | None] = [None] * b

@@ -19,7 +19,7 @@ from typing import Any
 from he_leak.config import RunConfig, config_id
 from he_leak.engines import Engine, Finished, Lost, Work, make_engine
 from he_leak.errors import ConfigError
-from he_leak.report import figures, markdown, protection
+from he_leak.report import figures, frontier, markdown, protection
 from he_leak.report.expectations import ExpectationResult
 from he_leak.sweep.experiment import Experiment, load_experiment
 from he_leak.sweep.preflight import check_output, check_runs
@@ -225,7 +225,9 @@ def _write_outputs(
     files = [write_atomic(out / SUMMARY_FILE, summary_csv(rows))]
     figure_paths = figures.experiment_figures(rows, out / RUNS_DIR, out / FIGURES_DIR) if rows else []
     captions: dict[str, str] = {}
-    headline = protection.figure(protection.summarise(rows), out / FIGURES_DIR / "protection.png") if rows else None
+    cells = protection.summarise(rows) if rows else []
+    headline = protection.figure(cells, out / FIGURES_DIR / "protection.png") if rows else None
+    front = frontier.figure(cells, out / FIGURES_DIR / "frontier.png") if rows else None
     for plot in experiment.plots:
         series = plot.series(rows)
         drawn = figures.plot_figure(plot, series, out / FIGURES_DIR / f"{plot.name}.png") if series else None
@@ -241,9 +243,10 @@ def _write_outputs(
             expectations=[e.as_row() for e in evaluated], figures=[p.relative_to(out) for p in figure_paths],
             runs_total=len(experiment.runs), captions=captions,
             headline=None if headline is None else headline.relative_to(out),
+            frontier_figure=None if front is None else front.relative_to(out),
         )
     )  # fmt: skip
-    return evaluated, files + figure_paths + ([headline] if headline else [])
+    return evaluated, files + figure_paths + [p for p in (headline, front) if p]
 
 
 def expectations_document(
