@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from he_leak.errors import ConfigError
+from he_leak.records import LocalTraining
 from he_leak.validation import CHOICES, check_use, validate
 
 LAYOUTS = CHOICES["layout"]  # how a user's array is read (he_leak.data)
@@ -22,6 +23,8 @@ ROLES = CHOICES["role"]  # he-aggregate: the aggregator without the key, a key-h
 HE_BACKENDS = CHOICES["he_backend"]  # he-aggregate: one key shared by every client, or threshold CKKS
 SELECTIONS = CHOICES["select"]  # he-aggregate: which parameters the fraction encrypts
 SENSITIVITIES = CHOICES["sensitivity"]  # he-aggregate: how the clients compute the sensitivity map
+MODEL_MODES = CHOICES["model_mode"]  # how the client runs its model: running statistics, or the batch's (BatchNorm)
+UPDATE_KINDS = CHOICES["update_kind"]  # what an --update file holds (docs/design.md, "Captured updates")
 DISCLOSURES = CHOICES["disclosure"]  # he-train: the gradient's entries, every slot's real part, every slot
 
 
@@ -77,6 +80,21 @@ class RunConfig:
     encrypt_layers: str | None = None  # regular expression on parameter names (NVFlare's encrypt_layers)
     sensitivity: str = "exact"  # select = sensitivity: the exact map, or its Hutchinson estimate (16 probes/sample)
     sensitivity_samples: int = 32  # select = sensitivity: each client's own samples its map is computed on
+    # the model: its weights (a state_dict file), a training stage, and the mode the client runs it in
+    weights: str | None = None  # .pt/.pth state_dict or .safetensors, loaded strictly (None: seeded initialisation)
+    pretrain_epochs: int = 0  # train on the dataset without the attacked samples first (he_leak.models.local.pretrain)
+    model_mode: str = "eval"  # train: BatchNorm uses batch statistics, its running buffers travel with the update
+    # FedAvg: the client's local training (0 steps: it shares one gradient, FedSGD)
+    local_steps: int = 0
+    local_lr: float | None = None
+    local_batch: int | None = None  # None: the whole batch in every step
+    # a captured update (plain): the file, what it holds, and whether --data/--index/--batch are the client's batch
+    update: str | None = None
+    update_kind: str = "delta"
+    update_truth: bool = False
+    # attack options: unroll the local steps (dlg, idlg, ig), and ig's BatchNorm-statistics prior weight
+    unroll: bool = True
+    bn_prior: float = 0.0
     he_backend: str = "seal"  # one CKKS key shared by every client (SEAL), or threshold CKKS (OpenFHE, all shares)
     imprint: int = 0  # bins of a malicious server's imprint layer in front of the model (Fowl et al.); 0: none
 
@@ -84,6 +102,55 @@ class RunConfig:
         """Types (coerced), ranges and use: an option that differs from its default and that the run's scenario,
         attack or model does not use is refused (he_leak.validation, he_leak.options)."""
         validate(self)
+        self._check_federation()
+
+    def _check_federation(self) -> None:
+        """Ranges of the model-stage, local-training, captured-update and their attack options (which scenario and
+        attack honour them is checked where they are used)."""
+        if self.pretrain_epochs < 0 or self.local_steps < 0:
+            raise ConfigError("pretrain_epochs and local_steps must be >= 0")
+        if self.local_batch is not None and self.local_batch < 1:
+            raise ConfigError(f"local_batch must be at least 1, got {self.local_batch}")
+        if self.local_lr is not None and not (math.isfinite(self.local_lr) and self.local_lr > 0):
+            raise ConfigError(f"local_lr must be a positive number, got {self.local_lr}")
+        if not (math.isfinite(self.bn_prior) and self.bn_prior >= 0):
+            raise ConfigError(f"bn_prior must be a weight >= 0, got {self.bn_prior}")
+        if self.local_steps == 0 and (self.local_lr is not None or self.local_batch is not None):
+            raise ConfigError("--local-lr and --local-batch describe local training: give --local-steps E (>= 1)")
+        if self.local_steps and self.local_lr is None:
+            raise ConfigError(f"--local-steps {self.local_steps}: state the client's learning rate with --local-lr")
+        if self.local_steps and self.local_batch and self.local_steps * self.local_batch < self.batch:
+            raise ConfigError(f"--local-steps {self.local_steps} of --local-batch {self.local_batch} use only "
+                              f"{self.local_steps * self.local_batch} of the --batch {self.batch} samples; the others "
+                              "take no part in the update: raise the steps or the local batch")  # fmt: skip
+        if self.role == "colluder" and (self.local_steps or self.model_mode == "train"):
+            raise ConfigError("--role colluder attacks one gradient without BatchNorm buffers: drop --local-steps and "
+                              "--model-mode train (not modelled for the colluder)")  # fmt: skip
+        if self.local_steps and self.dp_noise is not None:
+            raise ConfigError("--dp-noise shares one DP-SGD step's gradient: drop --local-steps (or --dp-noise)")
+        if not self.unroll and not self.local_steps:
+            raise ConfigError("--no-unroll applies to an update of local steps (--local-steps); drop it")
+        if self.update is None and (self.update_truth or self.update_kind != "delta"):
+            raise ConfigError("--truth and --update-kind describe a captured update: give --update FILE")
+        if self.update is not None and self.weights is None:
+            raise ConfigError("--update needs --weights GLOBAL: the global model the client started its training from")
+        if self.utility and (self.pretrain_epochs or self.update is not None):
+            raise ConfigError("--utility trains the model on the dataset, which --pretrain-epochs already trained on "
+                              "(its test split would not be held out) and which a captured --update does not "
+                              "describe: drop --utility")  # fmt: skip
+        if self.update_kind == "gradient" and self.local_steps:
+            raise ConfigError("--update-kind gradient is one gradient (FedSGD): drop --local-steps, or give the "
+                              "update as a delta or the client's weights")  # fmt: skip
+        if self.update_kind in ("delta", "weights") and self.update is not None and not self.local_steps:
+            raise ConfigError(f"--update-kind {self.update_kind}: state the client's local training (--local-steps "
+                              "E --local-lr η [--local-batch b]); --update-kind gradient for a gradient")  # fmt: skip
+
+    def local(self) -> LocalTraining | None:
+        """The local training this config describes (None: the client shares one gradient)."""
+        if not self.local_steps:
+            return None
+        return LocalTraining(steps=self.local_steps, lr=float(self.local_lr), batch=self.local_batch or self.batch,
+                             clients=self.clients)  # fmt: skip
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, where: str | None = "config") -> RunConfig:

@@ -76,7 +76,8 @@ HE = ("ckks-input", "he-train", "he-aggregate")
 DP_SGD = ("plain", "ckks-input", "he-aggregate", "secagg")  # a client computes its own gradient (scenarios.dp_sgd)
 MATCHING = ("dlg", "idlg", "ig")  # the gradient-matching attacks: restarts
 CONV = ("convnet", "conv1")
-ACTIVATED = ("lenet", "mlp", "convnet", "conv1", "resnet18")  # logreg has no activation
+ACTIVATED = ("lenet", "lenet-bn", "mlp", "convnet", "conv1", "resnet18", "resnet18-bn")  # logreg has none
+LOCAL = ("plain", "he-aggregate", "he-train")  # FedAvg local steps (he-train refuses E > 1 itself)
 
 OPTIONS: dict[str, Option] = {
     "scenario": Option("--scenario"),
@@ -120,6 +121,17 @@ OPTIONS: dict[str, Option] = {
     "encrypt_layers": Option("--encrypt-layers", scenarios=("he-aggregate",)),
     "sensitivity": Option("--sensitivity", scenarios=("he-aggregate",), unused=_no_sensitivity_map),
     "sensitivity_samples": Option("--sensitivity-samples", scenarios=("he-aggregate",), unused=_no_sensitivity_map),
+    "weights": Option("--weights"),
+    "pretrain_epochs": Option("--pretrain-epochs"),
+    "model_mode": Option("--model-mode"),
+    "local_steps": Option("--local-steps", scenarios=LOCAL),
+    "local_lr": Option("--local-lr", scenarios=LOCAL),
+    "local_batch": Option("--local-batch", scenarios=LOCAL),
+    "update": Option("--update", scenarios=("plain",)),
+    "update_kind": Option("--update-kind", scenarios=("plain",)),
+    "update_truth": Option("--truth", scenarios=("plain",)),
+    "unroll": Option("--no-unroll", attacks=MATCHING),
+    "bn_prior": Option("--bn-prior", attacks=("ig",)),
     "he_backend": Option("--he-backend", scenarios=("he-aggregate",)),
     "imprint": Option("--imprint", scenarios=("he-aggregate",)),
 }  # fmt: skip

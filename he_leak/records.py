@@ -28,6 +28,35 @@ RESULT_KEYS = (
 KEYLESS, KEY_HOLDER, PRIOR = "keyless", "key holder", "prior"  # keys of Result.sample_psnrs (per-sample PSNRs)
 
 
+@dataclass(frozen=True, kw_only=True)
+class LocalTraining:
+    """FedAvg's local training, as the client runs it and the attacker is told: `steps` plain SGD steps (no momentum,
+    no weight decay) of learning rate `lr` on mini-batches of `batch` samples — the client's samples in their order,
+    DataLoader-style (shuffle off, last mini-batch of an epoch smaller), epoch after epoch — by each of `clients`
+    clients, whose weight differences are averaged. The shared update is then −Δ/(steps·lr): the mean of the steps'
+    gradients (the gradient itself for one step on the whole batch)."""
+
+    steps: int
+    lr: float
+    batch: int
+    clients: int = 1
+
+    def schedule(self, samples: int) -> list[range]:
+        """Which of a client's `samples` (positions) each step uses."""
+        per_epoch = -(-samples // self.batch)
+        return [range(k * self.batch, min((k + 1) * self.batch, samples))
+                for k in (t % per_epoch for t in range(self.steps))]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SharedBuffers:
+    """Running statistics (BatchNorm in train mode) that travel with an update: the global model's, as the server
+    sent them, and the client's after its local training (the entries the attacker sees in the clear)."""
+
+    before: dict[str, torch.Tensor]
+    after: dict[str, torch.Tensor]
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the attacker observes: the model (architecture and plaintext weights), the shared gradient and public
@@ -44,6 +73,9 @@ class Observation:
     loss: str = "cross-entropy"  # the training loss whose gradient was shared (he_leak.models.losses)
     # which gradient entries the attacker sees (True) — None: all of them; hidden entries are zero in `gradients`
     mask: tuple[torch.Tensor, ...] | None = None
+    # FedAvg: `gradients` hold the update −Δ/(steps·lr) of this local training (None: one gradient, FedSGD)
+    local: LocalTraining | None = None
+    buffers: SharedBuffers | None = None  # running statistics shared with the update (BatchNorm in train mode)
 
     def __repr__(self) -> str:
         n = sum(g.numel() for g in self.gradients)
@@ -88,7 +120,7 @@ class Observed:
     """What a scenario's observe() returns: the attacker's Observation, the Truth kept aside and the HE cost."""
 
     observation: Observation
-    truth: Truth
+    truth: Truth | None  # None: unknown (a captured update attacked without the client's data)
     cost: HeCost = field(default_factory=HeCost)
     fields: dict[str, Any] = field(default_factory=dict)  # other Result fields the scenario measured (key_recovery…)
 
@@ -161,6 +193,7 @@ class Result:
     defences: dict[str, float] | None = None  # the gradient defences applied (clip, prune, noise) and their values
     he_params: dict[str, Any] | None = None  # the HE parameters actually used (N, modulus chain, scale, ...)
     key_source: str | None = None  # where the key holder's secret key seed came from: os, given (--key-seed), sweep
+    truth_known: bool | None = None  # --update: whether the client's data was given to score against (else None)
     versions: dict[str, str] = field(default_factory=dict)  # he-leak, torch, tenseal, numpy
     config: dict[str, Any] = field(default_factory=dict)
 

@@ -19,10 +19,11 @@ from he_leak.data import check_labels, load_dataset
 from he_leak.data.prior import Prior
 from he_leak.errors import AttackFailed, ConfigError, HeLeakError
 from he_leak.models import ModelSpec, build_model, memory, shape_model
+from he_leak.models.local import pretrain
 from he_leak.records import Observation, Reconstruction, Result, Truth, versions
 from he_leak.scenarios.base import SCENARIOS, Pool, Scenario, model_spec
 from he_leak.scoring.metrics import psnr
-from he_leak.scoring.score import Outcome, prior_only, score
+from he_leak.scoring.score import Outcome, prior_only, score, unscored
 from he_leak.scoring.utility_accuracy import dp_epsilon
 from he_leak.seeds import KeySeed, derive
 
@@ -51,7 +52,7 @@ class RunContext:
     spec: ModelSpec
     scenario: Scenario
     observation: Observation
-    truth: Truth
+    truth: Truth | None  # None: unknown (a captured update without the client's data): nothing is scored
     pool: Pool
     attack: Attack
     base: Result
@@ -71,29 +72,55 @@ def prepare(cfg: RunConfig, *, key_seed: KeySeed | None = None, progress: Progre
         cfg, model=shape_model(spec), input_shape=spec.input_shape, image_values=int(np.prod(ds.shape)),
         dataset_size=len(ds), samples=scenario.samples, decoder_samples=scenario.decoder_samples(ds.shape),
     ))  # fmt: skip
-    observed = scenario.observe(build_model(spec), torch.from_numpy(ds.images[targets]),
-                                torch.from_numpy(ds.labels[targets]))  # fmt: skip
     pool = Pool(ds, targets, Prior.of(ds.images, ds.labels, classes=cfg.classes, exclude=targets))
-    attacked = observed.truth.plaintext.double().numpy()  # he-aggregate's server attacks client 0's batch only
+    model = staged_model(cfg, spec, pool, loss=scenario.loss)
+    observed = scenario.observe(model, torch.from_numpy(ds.images[targets]), torch.from_numpy(ds.labels[targets]))
     options = AttackOptions(iterations=cfg.iterations, restarts=cfg.restarts, lr=cfg.lr, tv=cfg.tv,
-                            seed=derive(cfg.seed, "attack"), device=device, progress=progress)  # fmt: skip
+                            seed=derive(cfg.seed, "attack"), device=device, progress=progress, unroll=cfg.unroll,
+                            bn_prior=cfg.bn_prior)  # fmt: skip
+    attack = make_attack(cfg.attack, options)
+    attack.check(observed.observation)  # refusals in one line, before the attack runs
+    # he-aggregate's server attacks client 0's batch only
+    attacked = [] if observed.truth is None else observed.truth.plaintext.double().numpy()
     base = Result(
         scenario=cfg.scenario, encryptor=scenario.encryptor, model=cfg.model, attack=cfg.attack, data=cfg.data,
         index=cfg.index, seed=cfg.seed, batch=cfg.batch, device=device.type, restarts=cfg.restarts,
-        insecure=scenario.insecure, config=cfg.key(), security_index=security_index(spec, cfg.batch),
-        mean_psnr=float(np.mean([psnr(pool.prior.overall, img) for img in attacked])),
+        insecure=scenario.insecure, config=cfg.key(),
+        security_index=security_index(spec, cfg.batch, model=model if cfg.pretrain_epochs else None),
+        mean_psnr=float(np.mean([psnr(pool.prior.overall, img) for img in attacked])) if len(attacked) else None,
         defences=scenario.defences or None, he_params=scenario.he_params(), key_source=scenario.key_source,
-        dp_epsilon=dp_epsilon(cfg, ds),
+        truth_known=None if cfg.update is None else observed.truth is not None, dp_epsilon=dp_epsilon(cfg, ds),
         versions=versions(), **observed.cost.result_fields(), **observed.fields,
     )  # fmt: skip
-    return RunContext(cfg, spec, scenario, observed.observation, observed.truth, pool,
-                      make_attack(cfg.attack, options), base)  # fmt: skip
+    return RunContext(cfg, spec, scenario, observed.observation, observed.truth, pool, attack, base)
+
+
+def staged_model(cfg: RunConfig, spec: ModelSpec, pool: Pool, *, loss: str) -> torch.nn.Module:
+    """The attacked model: seeded (or `--weights`), then trained for `--pretrain-epochs` on the dataset without the
+    attacked samples (he_leak.models.local.pretrain)."""
+    model = build_model(spec)
+    if cfg.pretrain_epochs:
+        others = pool.others
+        pretrain(model, pool.dataset.images[others], pool.dataset.labels[others], epochs=cfg.pretrain_epochs,
+                 loss=loss, seed=derive(cfg.seed, "pretrain"))  # fmt: skip
+    return model
+
+
+def security_index(spec: ModelSpec, batch: int, *, model: torch.nn.Module | None = None) -> float | None:
+    """The audit's security index of this model and batch (of `model` when given: a trained one, else of the
+    spec's, cached per spec: a model build and a few small ranks); None when the audit cannot analyse it."""
+    if model is None:
+        return _spec_index(spec, batch)
+    from he_leak.models.audit import audit
+
+    try:
+        return float(audit(spec, batch=batch, model=model).security_index) + 0.0  # no -0.0
+    except (RuntimeError, ValueError, ArithmeticError, HeLeakError):
+        return None
 
 
 @functools.lru_cache(maxsize=256)
-def security_index(spec: ModelSpec, batch: int) -> float | None:
-    """The audit's security index of this model and batch (cached per spec: a model build and a few small ranks);
-    None when the audit cannot analyse the model."""
+def _spec_index(spec: ModelSpec, batch: int) -> float | None:
     from he_leak.models.audit import audit
 
     try:
@@ -106,6 +133,8 @@ def finish(ctx: RunContext, rec: Reconstruction | Exception, seconds: float) -> 
     """Score a reconstruction (or record the failure) and add the utility when asked."""
     if isinstance(rec, Reconstruction) and not torch.isfinite(rec.inputs).all():
         rec = AttackFailed("the reconstruction holds NaN or inf values")
+    if ctx.truth is None:  # a captured update without the client's data: the reconstruction, nothing scored
+        return unscored(ctx.observation, rec, dataclasses.replace(ctx.base, seconds=seconds))
     if isinstance(rec, Exception):
         failed = dataclasses.replace(ctx.base, seconds=seconds, success=False, error=f"{type(rec).__name__}: {rec}")
         result = prior_only(ctx.truth, ctx.observation, ctx.pool, failed)

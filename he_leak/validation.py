@@ -35,6 +35,8 @@ CHOICES = {
     "he_backend": ("seal", "openfhe-threshold"),  # he-aggregate: one key shared by every client, or threshold CKKS
     "select": ("sensitivity", "random", "magnitude"),  # he-aggregate: which parameters the fraction encrypts
     "sensitivity": ("exact", "hutchinson"),  # he-aggregate: how the clients compute the sensitivity map
+    "model_mode": ("eval", "train"),  # how the client runs its model: running statistics, or BatchNorm's batch's
+    "update_kind": ("delta", "weights", "gradient"),  # what an --update file holds (docs/design.md)
     "disclosure": ("entries", "real", "slots"),  # he-train: the gradient's entries, every slot's real part, every slot
 }
 AT_LEAST_ONE = ("batch", "restarts", "classes", "width", "stride", "sensitivity_samples", "clients")

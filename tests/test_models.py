@@ -39,7 +39,8 @@ def test_mlp_hidden_and_flat_input():
     "spec, match",
     [
         (ModelSpec(name="lenet", input_shape=(100,)), "needs image input"),
-        (ModelSpec(name="resnet"), "known: conv1, convnet, lenet, logreg, mlp"),
+        (ModelSpec(name="resnet"),
+         "known: conv1, convnet, lenet, lenet-bn, logreg, mlp, resnet18, resnet18-bn; or your own"),
         (ModelSpec(name="mlp", activation="gelu"), "unknown activation"),
         (ModelSpec(name="mlp", classes=1), "at least 2 classes"),
     ],

@@ -135,6 +135,30 @@ min = 1.0
     assert report.expectations[0].runs == 2 and report.ok, [str(e) for e in report.expectations]
 
 
+def test_filters_on_local_training_fields_that_only_make_sense_together(tmp_path: Path) -> None:
+    """`unroll`, `local_batch`, `local_lr` and `local_steps` alone are refused by RunConfig; a filter on each works."""
+    from he_leak.sweep.experiment import load_experiment
+
+    text = """
+[fixed]
+batch = 2
+[[grid]]
+local_lr = [0.1]
+local_steps = [2]
+local_batch = [1]
+unroll = [true, false]
+[[expect]]
+unroll = false
+local_batch = 1
+local_steps = [2, 5]
+local_lr = 0.1
+metric = "plaintext_psnr"
+min = 0
+"""
+    (expect,) = load_experiment(write(tmp_path, text)).expectations
+    assert expect.filters == {"unroll": (False,), "local_batch": (1,), "local_steps": (2, 5), "local_lr": (0.1,)}
+
+
 def test_unmet_expectations_listed(tmp_path: Path) -> None:
     text = BASIC + '\n[[expect]]\nattack = "stub-half"\nmetric = "plaintext_psnr"\naggregate = "max"\nmax = 5\n'
     report = run_experiment(write(tmp_path, text), tmp_path / "out", runner=CountingRunner(), check=True)

@@ -192,6 +192,34 @@ def test_utility_is_per_protection_and_labelled_by_how_it_was_measured():
     assert protection.row_cells(protection.summarise(rows)[0])[8] == "0.800 (plain 0.820)"
 
 
+def test_local_training_names_the_protection_and_single_gradient_attacks_are_their_own_line():
+    local = dict(batch=2, local_steps=2, local_lr=0.1, local_batch=1)
+    rows = plain_rows([30.0] * 20, **local) + plain_rows([1.0] * 20, **local, unroll=False)
+    rows += plain_rows([2.0] * 20, attack="ig", model="lenet-bn", model_mode="train", bn_prior=0.1)
+    cells = {c.protection: c for c in protection.summarise(rows) if c.attacker == "sees the gradient"}
+    assert set(cells) == {"plain · lenet · E=2 η=0.1 b=1", "plain · lenet-bn · train mode"}
+    fedavg = cells["plain · lenet · E=2 η=0.1 b=1"]
+    assert [a.attack for a in fedavg.attacks] == ["dlg", "dlg (single gradient)"]
+    assert [a.attack for a in cells["plain · lenet-bn · train mode"].attacks] == ["ig + BN prior 0.1"]
+
+
+@pytest.mark.parametrize("name", ["fedavg.toml", "batchnorm.toml", "training_stage.toml"])
+def test_issue_18_cells_hold_twenty_distinct_images_each_run_its_own_seed(name):
+    from pathlib import Path
+
+    from he_leak.sweep.experiment import load_experiment
+
+    experiment = load_experiment(Path(__file__).resolve().parents[1] / "experiments" / name, check_names=False)
+    cells: dict[tuple[str, str], list[RunConfig]] = {}
+    for cfg in experiment.runs:
+        key = {"scenario": cfg.scenario, "attack": cfg.attack, "config": cfg.key()}
+        cells.setdefault((protection.protection(key), protection.attack_label(key)), []).append(cfg)
+    for where, runs in cells.items():
+        images = {(cfg.data, cfg.index + i) for cfg in runs for i in range(cfg.batch)}
+        assert len(images) == sum(cfg.batch for cfg in runs) >= 20, where
+        assert len({cfg.seed for cfg in runs}) == len(runs), where
+
+
 def test_he_aggregate_labels_name_batch_backend_imprint_and_the_colluder():
     def row(**cfg):
         return {"scenario": "he-aggregate", "config": RunConfig(scenario="he-aggregate", **cfg).key()}

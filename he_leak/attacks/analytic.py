@@ -40,9 +40,9 @@ import torch
 from torch import nn
 
 from he_leak.attacks.analytic_batch import BatchProblem, single_threaded, visible
-from he_leak.attacks.base import ATTACKS, Attack, project
+from he_leak.attacks.base import ATTACKS, Attack, first_weight_layer, project, refuse_local_steps
 from he_leak.attacks.labels import label_counts, recover_labels
-from he_leak.errors import AttackFailed
+from he_leak.errors import AttackFailed, ConfigError
 from he_leak.records import Observation, Reconstruction
 
 # Singular values of G above RANK_TOL·s_max count towards its rank.  A float32 gradient carries rounding noise: the
@@ -190,6 +190,16 @@ class Analytic(Attack):
 
     name = "analytic"
     default_iterations = MAX_NFEV
+
+    def check(self, obs: Observation) -> None:
+        """Refused before it runs: a first weight layer that is not fully connected (naming it), several local
+        steps (the closed form inverts one gradient)."""
+        super().check(obs)
+        first = first_weight_layer(obs.model)
+        if first is not None and not isinstance(first[1], nn.Linear):
+            raise ConfigError(f"the analytic attack needs a fully connected first layer; layer {first[0]} is "
+                              f"{type(first[1]).__name__}: use dlg, idlg or ig")  # fmt: skip
+        refuse_local_steps(self.name, obs)
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
         start = time.perf_counter()

@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from he_leak.errors import AttackFailed
+from he_leak.errors import AttackFailed, ConfigError
 from he_leak.records import Observation, Reconstruction
 from he_leak.registry import Registry
 
@@ -34,6 +35,9 @@ class AttackOptions:
     dtype: torch.dtype | None = None
     device: torch.device = torch.device("cpu")
     progress: Progress | None = None
+    # FedAvg updates: simulate the client's local steps (dlg, idlg, ig), or match the update as one gradient
+    unroll: bool = True
+    bn_prior: float = 0.0  # ig: weight of the BatchNorm-statistics prior (he_leak.attacks.optim.unroll.bn_distance)
 
 
 class Attack(ABC):
@@ -47,6 +51,11 @@ class Attack(ABC):
 
     def __init__(self, options: AttackOptions) -> None:
         self.options = options
+
+    def check(self, obs: Observation) -> None:
+        """Refuse, in one line naming the reason, observations this attack cannot invert (before it runs);
+        subclasses add their own. Options the run's attack does not use are refused by RunConfig (he_leak.options)."""
+        return None
 
     @property
     def iterations(self) -> int:
@@ -78,6 +87,18 @@ class Attack(ABC):
     def __repr__(self) -> str:
         o = self.options
         return f"{self.name}(iterations={self.iterations}, restarts={o.restarts}, lr={o.lr}, device={o.device})"
+
+
+def refuse_local_steps(attack: str, obs: Observation) -> None:
+    """ConfigError for attacks that invert one gradient when the update is several local steps."""
+    if obs.local is not None and obs.local.steps > 1:
+        raise ConfigError(f"attack {attack} inverts one gradient; an update of {obs.local.steps} local steps is a sum "
+                          "of gradients at different weights: use dlg, idlg or ig, which unroll the steps")  # fmt: skip
+
+
+def first_weight_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The first Linear or convolution of `model` (module order) and its name; None when it has neither."""
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)), None)
 
 
 def make_attack(name: str, options: AttackOptions) -> Attack:

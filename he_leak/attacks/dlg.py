@@ -19,6 +19,7 @@ from he_leak.attacks.base import ATTACKS, Attack, project
 from he_leak.attacks.labels import recover_labels
 from he_leak.attacks.optim.lbfgs_many import MatchJob, dlg_lbfgs_many, share_a_pass
 from he_leak.attacks.optim.lbfgs_match import DEFAULT_TOL, DEFAULT_X_TOL, dlg_lbfgs
+from he_leak.attacks.optim.unroll import Simulator, needs_simulation
 from he_leak.errors import AttackFailed
 from he_leak.records import Observation, Reconstruction
 
@@ -65,12 +66,13 @@ class DeepLeakage(Attack):
     def reconstruct(self, obs: Observation) -> Reconstruction:
         o = self.options
         label = self.labels(obs)
+        simulator = Simulator(obs, unroll=o.unroll) if needs_simulation(obs, unroll=o.unroll) else None
         tries: list[Result] = []
         for r in range(o.restarts):
             try:
                 tries.append(dlg_lbfgs(
                     obs.model, obs.gradients, seed=o.seed * 1000 + r, label=label, mask=obs.mask,
-                    progress=o.progress, **self._match(obs),
+                    progress=o.progress, simulator=simulator, **self._match(obs),
                 ))  # fmt: skip
             except AttackFailed as e:
                 tries.append(e)

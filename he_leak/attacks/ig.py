@@ -8,14 +8,9 @@ import torch
 
 from he_leak.attacks.base import ATTACKS, Attack, project
 from he_leak.attacks.labels import recover_labels
-from he_leak.attacks.optim.functional import (
-    GradientModel,
-    StackedGradientModels,
-    batched_value_and_grad,
-    total_variation,
-)
+from he_leak.attacks.optim.functional import GradientModel, StackedGradientModels, batched_value_and_grad
 from he_leak.attacks.optim.lbfgs_many import share_a_pass
-from he_leak.errors import AttackFailed
+from he_leak.errors import AttackFailed, ConfigError
 from he_leak.records import Observation, Reconstruction
 
 # values (R,) and gradients (R×B×…) of the R runs' objectives at xs
@@ -41,13 +36,19 @@ class InvertingGradients(Attack):
     def tv(self) -> float:
         return self.options.tv if self.options.tv is not None else self.default_tv
 
+    def check(self, obs: Observation) -> None:
+        super().check(obs)
+        if self.options.bn_prior and (obs.buffers is None or not obs.buffers.after):
+            raise ConfigError("--bn-prior needs the BatchNorm running statistics that travel with the update: a model "
+                              "with BatchNorm in --model-mode train whose buffers the attacker sees in the clear")
+
     def reconstruct(self, obs: Observation) -> Reconstruction:
         o = self.options
-        gm = GradientModel(obs, device=o.device, dtype=torch.float32)
+        gm = GradientModel(obs, device=o.device, dtype=torch.float32, unroll=o.unroll)
         labels = recover_labels(obs).to(o.device)
 
         def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return gm.cosine(x, y) + self.tv * total_variation(x)
+            return gm.objective(x, y, tv=self.tv, bn_prior=o.bn_prior)
 
         xs = self._start(obs, o.seed)
         failed = self._optimise(xs, lambda z: batched_value_and_grad(objective, z, labels), jobs=1, bounds=obs.bounds)
@@ -68,7 +69,7 @@ class InvertingGradients(Attack):
             labels = [recover_labels(obs).to(o.device) for obs in observations]
         except AttackFailed:
             return super().reconstruct_many(observations, seeds=seeds)
-        gms = [GradientModel(obs, device=o.device, dtype=torch.float32) for obs in observations]
+        gms = [GradientModel(obs, device=o.device, dtype=torch.float32, unroll=o.unroll) for obs in observations]
         stacked = StackedGradientModels(gms, classes=observations[0].classes)
         k = o.restarts
         owner = torch.arange(len(observations), device=o.device).repeat_interleave(k)
@@ -125,7 +126,8 @@ class InvertingGradients(Attack):
     def _pick(self, obs: Observation, xs: torch.Tensor, gm: GradientModel, labels: torch.Tensor) -> Reconstruction:
         """The restart with the lowest final objective (each evaluated alone)."""
         with torch.no_grad():
-            final = torch.stack([gm.cosine(x, labels) + self.tv * total_variation(x) for x in xs.detach()])
+            final = torch.stack([gm.objective(x, labels, tv=self.tv, bn_prior=self.options.bn_prior)
+                                 for x in xs.detach()])  # fmt: skip
         best = int(torch.nan_to_num(final, nan=float("inf")).argmin())
         if not torch.isfinite(final[best]):
             raise AttackFailed("ig: no restart ended with a finite loss")

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from he_leak.attacks.analytic import project_if_exact
-from he_leak.attacks.base import ATTACKS, Attack, project
+from he_leak.attacks.base import ATTACKS, Attack, project, refuse_local_steps
 from he_leak.attacks.labels import recover_labels
 from he_leak.errors import AttackFailed
 from he_leak.models.losses import LOSSES
@@ -291,6 +291,10 @@ class Layerwise(Attack):
 
     name = "layerwise"
     default_iterations = 1
+
+    def check(self, obs: Observation) -> None:
+        super().check(obs)
+        refuse_local_steps(self.name, obs)
 
     def reconstruct(self, obs: Observation) -> Reconstruction:
         start = time.perf_counter()

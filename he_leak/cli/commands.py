@@ -49,7 +49,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
         from he_leak.sweep.store import write_atomic
 
         write_atomic(args.out / "result.json", json.dumps(row, indent=2) + "\n")
-        save_run_figure(outcome.panels, args.out / "reconstruction.png")
+        if outcome.panels:
+            save_run_figure(outcome.panels, args.out / "reconstruction.png")
+        if "reconstruction" in outcome.panels:  # an unscored run: the recovered inputs and labels themselves
+            import numpy as np
+
+            np.savez(args.out / "reconstruction.npz", **outcome.panels)
     if args.json:
         print(json.dumps(row))
     else:

@@ -40,7 +40,15 @@ def _key_value(text: str) -> tuple[str, Any]:
 # Options that set a RunConfig field default to None here: only what the user gives reaches RunConfig.from_mapping,
 # which refuses a given option the run does not use, even at its default value (the defaults are RunConfig's).
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model name (see `he-leak list`; default lenet)")
+    p.add_argument("--model", help="model name (see `he-leak list`; default lenet) or your own: "
+                        "path/to/module.py:factory or package.module:factory (given input_shape and classes if it "
+                        "takes them)")
+    p.add_argument("--weights", metavar="FILE",
+                   help="load the model's weights from a state_dict (.pt/.pth, or .safetensors with the safetensors "
+                        "extra), strictly; default: the seeded initialisation")
+    p.add_argument("--model-mode", choices=("eval", "train"), dest="model_mode",
+                   help="how the client runs its model: eval (running statistics; the default) or train (BatchNorm "
+                        "uses the batch's statistics and its running buffers travel with the update)")
     p.add_argument("--data", help="dataset name or a path (PNG/JPEG, .npy, .npz, folder; default digits)")
     p.add_argument("--batch", type=int, help="batch size B of the shared gradient (default 1)")
     p.add_argument("--classes", type=int, help="number of classes of the model (default 10)")
@@ -79,6 +87,7 @@ def _attack(sub: Any) -> None:
                    help="also train the model under this protection and record its test accuracy (utility)")
     _he_options(a)
     _federation_options(a)
+    _local_options(a)
     df = a.add_argument_group("gradient defences (any scenario; applied in this order)")
     df.add_argument("--clip", type=float, help="clip the gradient's L2 norm to this bound")
     df.add_argument("--prune", type=float, help="zero this fraction of smallest entries per tensor (default 0)")
@@ -145,6 +154,31 @@ def _federation_options(a: argparse.ArgumentParser) -> None:
                          "accountant")  # fmt: skip
     dp.add_argument("--dp-clip", type=float, dest="dp_clip", metavar="C",
                     help="DP-SGD's per-sample L2 clipping bound (with --dp-noise; default 1.0)")
+
+
+def _local_options(a: argparse.ArgumentParser) -> None:
+    lo = a.add_argument_group("local training (FedAvg), a captured update, the model's training stage")
+    lo.add_argument("--local-steps", type=int, dest="local_steps", metavar="E",
+                    help="the client runs E SGD steps and shares its weight difference (0: one gradient, FedSGD)")
+    lo.add_argument("--local-lr", type=float, dest="local_lr", metavar="LR",
+                    help="the client's learning rate (needed with --local-steps)")
+    lo.add_argument("--local-batch", type=int, dest="local_batch", metavar="b",
+                    help="samples per local step, in the client's order (default: the whole --batch)")
+    lo.add_argument("--no-unroll", action="store_false", default=None, dest="unroll",
+                    help="dlg/idlg/ig: match a local update as one gradient instead of simulating the E steps")
+    lo.add_argument("--bn-prior", type=float, dest="bn_prior", metavar="WEIGHT",
+                    help="ig: weight of the BatchNorm prior (the batch statistics the running buffers reveal)")
+    lo.add_argument("--update", metavar="FILE",
+                    help="attack an update captured from a real FL run (.npz/.npy/.pt; docs/design.md) instead of "
+                         "simulating one; needs --weights GLOBAL")  # fmt: skip
+    lo.add_argument("--update-kind", choices=("delta", "weights", "gradient"), dest="update_kind",
+                    help="what --update holds: the weight difference, the client's weights after training (Flower's "
+                         "fit() result) or one gradient")  # fmt: skip
+    lo.add_argument("--truth", action="store_true", default=None, dest="update_truth",
+                    help="--update was computed on the samples --data/--index/--batch select: score against them "
+                         "(default: the truth is unknown and nothing is scored)")  # fmt: skip
+    lo.add_argument("--pretrain-epochs", type=int, dest="pretrain_epochs", metavar="N",
+                    help="train the model N epochs on the dataset without the attacked samples first")
 
 
 def _run(sub: Any) -> None:

@@ -46,6 +46,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from he_leak.errors import ConfigError
 from he_leak.models import ModelSpec, Sigmoid3, Square, build_model
+from he_leak.models.audit_chain import chain_model
 from he_leak.models.losses import SIGMOID3
 from he_leak.text import fixed
 
@@ -84,13 +85,6 @@ class Audit:
         d = asdict(self)
         d["layers"] = [asdict(r) for r in self.layers]
         return d
-
-
-# Layers whose effect on the unknowns the rank count does not model (they would make the index meaningless).
-OUTSIDE_THE_MODEL = (
-    nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
-    nn.InstanceNorm3d, nn.LocalResponseNorm,
-)  # fmt: skip
 
 
 def linear_rank(h: int, d: int, batch: int, weight_rank: int) -> tuple[int, int]:
@@ -186,7 +180,7 @@ def _forward_backward(model: nn.Module, inputs: torch.Tensor, seed: int) -> list
             o.retain_grad()
         calls.append((mod, i[0], o))
 
-    hooks = [m.register_forward_hook(record) for m in leaves]
+    hooks = [m.register_forward_hook(record) for m in leaves if not isinstance(m, nn.Identity)]  # folded BatchNorms
     try:
         logits = model(inputs.double())
     finally:
@@ -243,9 +237,11 @@ def _conv_row(p: _Pass, known: torch.Tensor, batch: int) -> LayerRow:
                     float(known.double().mean()))  # fmt: skip
 
 
-def audit(spec: ModelSpec, *, batch: int, inputs: torch.Tensor | None = None, seed: int = 0) -> Audit:
-    """Per-layer unknowns/constraints/rank, Qian's conditions and the security index of `spec`'s seeded model, with
-    unit activity from a pass over `inputs` (B × input shape; default: B uniform inputs in [0, 1] drawn from `seed`)."""
+def audit(spec: ModelSpec, *, batch: int, inputs: torch.Tensor | None = None, seed: int = 0,
+          model: nn.Module | None = None) -> Audit:
+    """Per-layer unknowns/constraints/rank, Qian's conditions and the security index of `spec`'s seeded model (or
+    `model`, e.g. a trained one), with unit activity from a pass over `inputs` (B × input shape; default: B uniform
+    inputs in [0, 1] drawn from `seed`). Normalisation layers are folded or refused (he_leak.models.audit_chain)."""
     if batch < 1:
         raise ConfigError(f"--batch {batch}: the audit needs a batch of at least 1 sample")
     if inputs is None:
@@ -254,13 +250,7 @@ def audit(spec: ModelSpec, *, batch: int, inputs: torch.Tensor | None = None, se
         raise ConfigError(
             f"audit inputs of shape {tuple(inputs.shape)}; give {batch} × {spec.input_shape} (one per sample)"
         )
-    model = build_model(spec)
-    outside = sorted({type(m).__name__ for m in model.modules() if isinstance(m, OUTSIDE_THE_MODEL)})
-    if outside:
-        raise ConfigError(
-            f"the audit models a chain of Linear/Conv2d layers and activations; {spec.name!r} has {', '.join(outside)} "
-            "(normalisation, and the residual additions that come with it), so it has no index to give"
-        )
+    model = chain_model(build_model(spec) if model is None else model, inputs, activations=INVERTIBLE + PARTIAL)
     passes = _forward_backward(model, inputs, seed)
     rows: list[LayerRow] = []
     for k, p in enumerate(passes):

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from he_leak.errors import ConfigError
+from he_leak.models.checkpoint import load_weights
 from he_leak.models.losses import sigmoid3
+from he_leak.models.user import build_user, check_output, is_user_model
 from he_leak.registry import Registry
 
 MODELS: Registry = Registry("model")
@@ -56,25 +58,60 @@ class ModelSpec:
     activation: str = "sigmoid"
     stride: int = 2  # conv1's stride
     seed: int = 0
+    weights: str | None = None  # a state_dict file loaded strictly over the seeded initialisation
+    mode: str = "eval"  # train: BatchNorm normalises by the batch's statistics and updates its running buffers
+
+
+def _construct(spec: ModelSpec, gen: torch.Generator) -> nn.Module:
+    """The registered model, or a user's factory (he_leak.models.user), for `spec`."""
+    if is_user_model(spec.name):
+        return build_user(spec.name, input_shape=spec.input_shape, classes=spec.classes)
+    if spec.name not in MODELS:
+        raise ConfigError(f"unknown model {spec.name!r}; known: {', '.join(sorted(MODELS))}; or your own as "
+                          "path/to/module.py:factory or package.module:factory")  # fmt: skip
+    return MODELS[spec.name](spec, gen)
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
-    """The registered model for `spec`, in float32 on the CPU, with seeded weights."""
-    factory = MODELS[spec.name]
+    """The model for `spec`, in float32 on the CPU, with seeded weights (or `spec.weights`), in `spec.mode`."""
     if spec.classes < 2:
         raise ConfigError(f"--classes {spec.classes}: a classifier needs at least 2 classes")
     gen = torch.Generator().manual_seed(spec.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        model = factory(spec, gen)
-    return model.eval()
+        model = _construct(spec, gen)
+    if is_user_model(spec.name):
+        check_output(model, spec.name, input_shape=spec.input_shape, classes=spec.classes)
+    if spec.weights is not None:
+        load_weights(model, spec.weights)
+    return set_mode(model, spec.mode)
+
+
+def set_mode(model: nn.Module, mode: str) -> nn.Module:
+    """eval(), or train() where the update stays a function of the data alone: a layer that draws random numbers
+    in train mode (dropout) is refused, naming it."""
+    if mode != "train":
+        return model.eval()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            raise ConfigError(f"--model-mode train: layer {name} ({type(module).__name__}) draws a random mask the "
+                              "attacker cannot know; use --model-mode eval or a model without dropout")  # fmt: skip
+        if isinstance(module, nn.modules.instancenorm._InstanceNorm) and module.track_running_stats:
+            raise ConfigError(f"--model-mode train: layer {name} ({type(module).__name__} with running statistics) "
+                              "is not modelled; use track_running_stats=False or --model-mode eval")  # fmt: skip
+    return model.train()
 
 
 def shape_model(spec: ModelSpec) -> nn.Module:
-    """The model of `spec` on torch's meta device: shapes and parameter counts without allocating any weights."""
-    factory = MODELS[spec.name]
+    """The model of `spec` on torch's meta device: shapes and parameter counts without allocating any weights (a
+    user factory that cannot build there is built on the CPU)."""
     with torch.device("meta"):
-        return factory(spec, torch.Generator())
+        try:
+            return _construct(spec, torch.Generator())
+        except ConfigError:
+            if not is_user_model(spec.name):
+                raise
+    return _construct(spec, torch.Generator())
 
 
 def image_shape(spec: ModelSpec) -> tuple[int, int, int]:

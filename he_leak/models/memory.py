@@ -72,6 +72,9 @@ def estimate(cfg: RunConfig, *, model: nn.Module, input_shape: tuple[int, ...], 
     }
     if cfg.attack == "ig":  # IG's restarts run through one vmapped pass: K times the activations
         parts["activations"] *= cfg.restarts
+    if cfg.local_steps and cfg.unroll and cfg.attack in ("dlg", "idlg", "ig"):  # every unrolled step stays in the
+        parts["activations"] *= cfg.local_steps  # graph: its activations, its weights and their gradient (float64)
+        parts["unrolled"] = 16 * cfg.local_steps * params
     if cfg.attack in ("dlg", "idlg"):
         parts["attack"] = 4 * 2 * LBFGS_HISTORY * samples * (inputs + cfg.classes) + 8 * 4 * samples * inputs
     elif cfg.attack == "ig":

@@ -37,25 +37,25 @@ NORM_GROUPS = 32  # GroupNorm groups (Wu & He 2018's default); divides every wid
 MIN_SIDE = 8  # three stride-2 stages: an 8×8 input ends as 1×1 maps in stage 4
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(NORM_GROUPS, channels)
+def _norm(channels: int, kind: str = "group") -> nn.Module:
+    return nn.GroupNorm(NORM_GROUPS, channels) if kind == "group" else nn.BatchNorm2d(channels)
 
 
 class BasicBlock(nn.Module):
     """Two 3×3 convolutions with GroupNorm and the activation, plus the shortcut (a 1×1 projection on a change of
     width or resolution)."""
 
-    def __init__(self, cin: int, cout: int, *, stride: int, activation: str) -> None:
+    def __init__(self, cin: int, cout: int, *, stride: int, activation: str, norm: str = "group") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.norm1 = _norm(cout)
+        self.norm1 = _norm(cout, norm)
         self.act1 = ACTIVATIONS[activation]()
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.norm2 = _norm(cout)
+        self.norm2 = _norm(cout, norm)
         self.act2 = ACTIVATIONS[activation]()
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), _norm(cout))
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), _norm(cout, norm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.norm1(self.conv1(x)))
@@ -65,7 +65,7 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """Stem (3×3/1 convolution, GroupNorm, activation), four stages of BasicBlocks, global average pool, linear."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, *, norm: str = "group") -> None:
         super().__init__()
         c, h, w = image_shape(spec)
         if min(h, w) < MIN_SIDE:
@@ -73,14 +73,14 @@ class ResNet(nn.Module):
                 f"image {h}×{w} is too small for model {spec.name!r} (needs at least {MIN_SIDE}×{MIN_SIDE})"
             )
         self.stem = nn.Sequential(
-            nn.Conv2d(c, WIDTHS[0], 3, padding=1, bias=False), _norm(WIDTHS[0]), ACTIVATIONS[spec.activation]()
+            nn.Conv2d(c, WIDTHS[0], 3, padding=1, bias=False), _norm(WIDTHS[0], norm), ACTIVATIONS[spec.activation]()
         )
         blocks: list[nn.Module] = []
         cin = WIDTHS[0]
         for stage, cout in enumerate(WIDTHS):
             for b in range(BLOCKS):
                 stride = 2 if stage > 0 and b == 0 else 1
-                blocks.append(BasicBlock(cin, cout, stride=stride, activation=spec.activation))
+                blocks.append(BasicBlock(cin, cout, stride=stride, activation=spec.activation, norm=norm))
                 cin = cout
         self.stages = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -93,7 +93,19 @@ class ResNet(nn.Module):
 @MODELS.register("resnet18")
 def resnet18(spec: ModelSpec, gen: torch.Generator) -> nn.Module:
     """ResNet-18 with a 3×3 stem, GroupNorm and `--activation` (see the module docstring for why)."""
-    model = ResNet(spec)
+    return _init(ResNet(spec), gen)
+
+
+@MODELS.register("resnet18-bn")
+def resnet18_bn(spec: ModelSpec, gen: torch.Generator) -> nn.Module:
+    """ResNet-18 with BatchNorm, as torchvision builds it, on the 3×3 stem: in train mode (--model-mode train) each
+    BatchNorm normalises by the batch's statistics and its running buffers travel with the update; in eval mode with
+    fresh running statistics it is the identity (up to ε), see the module docstring."""
+    return _init(ResNet(spec, norm="batch"), gen)
+
+
+def _init(model: nn.Module, gen: torch.Generator) -> nn.Module:
+    """He (fan-out) normal convolutions from the seeded generator; the rest at PyTorch's defaults."""
     if next(model.parameters()).device.type == "meta":  # shape_model: shapes only, nothing to draw
         return model
     with torch.no_grad():

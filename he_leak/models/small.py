@@ -14,17 +14,19 @@ from he_leak.models.base import ACTIVATIONS, MODELS, ModelSpec, conv_out, image_
 
 
 class LeNet(nn.Module):
-    """The DLG paper's LeNet: three 5×5 convolutions (12 channels, strides 2, 2, 1), sigmoid, one linear layer."""
+    """The DLG paper's LeNet: three 5×5 convolutions (12 channels, strides 2, 2, 1), sigmoid, one linear layer;
+    `batchnorm`: a BatchNorm2d between each convolution and its activation."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, *, batchnorm: bool = False) -> None:
         super().__init__()
         c, h, w = image_shape(spec)
         act = ACTIVATIONS[spec.activation]
-        self.body = nn.Sequential(
-            nn.Conv2d(c, 12, 5, padding=2, stride=2), act(),
-            nn.Conv2d(12, 12, 5, padding=2, stride=2), act(),
-            nn.Conv2d(12, 12, 5, padding=2, stride=1), act(),
-        )  # fmt: skip
+        layers: list[nn.Module] = []
+        for cin, stride in ((c, 2), (12, 2), (12, 1)):
+            layers.append(nn.Conv2d(cin, 12, 5, padding=2, stride=stride))
+            layers += [nn.BatchNorm2d(12)] if batchnorm else []
+            layers.append(act())
+        self.body = nn.Sequential(*layers)
         for s in (2, 2, 1):
             h, w = conv_out(h, kernel=5, stride=s, padding=2), conv_out(w, kernel=5, stride=s, padding=2)
         self.fc = nn.Linear(12 * h * w, spec.classes)
@@ -40,6 +42,19 @@ def lenet(spec: ModelSpec, gen: torch.Generator) -> nn.Module:
     with torch.no_grad():
         for p in model.parameters():
             p.uniform_(-0.5, 0.5, generator=gen)
+    return model
+
+
+@MODELS.register("lenet-bn")
+def lenet_bn(spec: ModelSpec, gen: torch.Generator) -> nn.Module:
+    """LeNet with a BatchNorm2d after each convolution: convolutions and the linear layer drawn as in `lenet`,
+    BatchNorm's affine weights 1 and biases 0, running statistics 0 / 1 (PyTorch's defaults)."""
+    model = LeNet(spec, batchnorm=True)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                m.weight.uniform_(-0.5, 0.5, generator=gen)
+                m.bias.uniform_(-0.5, 0.5, generator=gen)
     return model
 
 

@@ -19,9 +19,11 @@ from he_leak.errors import DataError
 from he_leak.report.expectations import Plot
 from he_leak.text import encryptor_name
 
-PANEL_ORDER = ("truth", "recovered", "view", "recovered_view", "decrypted", "keyless")
+PANEL_ORDER = ("truth", "recovered", "view", "recovered_view", "decrypted", "keyless", "reconstruction")
+NOT_IMAGES = ("labels",)  # panels that are not drawn (an unscored run's recovered labels)
 PANEL_LABELS = {
     "truth": "truth",
+    "reconstruction": "reconstruction",
     "view": "ciphertext view",
     "recovered_view": "recovered view",
     "decrypted": "decrypted (key)",
@@ -68,7 +70,7 @@ def ordered_panels(panels: Mapping[str, Any]) -> list[str]:
     """Panel names in the drawing order: truth, recovered, view, recovered_view, decrypted, keyless, then the rest
     sorted."""
     known = [p for p in PANEL_ORDER if p in panels and panels[p] is not None]
-    return known + sorted(p for p in panels if p not in PANEL_ORDER and panels[p] is not None)
+    return known + sorted(p for p in panels if p not in PANEL_ORDER + NOT_IMAGES and panels[p] is not None)
 
 
 def _draw(ax: Any, image: np.ndarray | None) -> None:

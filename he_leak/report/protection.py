@@ -92,7 +92,33 @@ def protection(row: Row) -> str:
             parts.append(f"{name} {value:g}")
     if cfg.get("dp_noise") is not None:
         parts.append(f"DP-SGD z={cfg['dp_noise']:g} C={cfg.get('dp_clip', 1.0):g}")
-    return " · ".join(parts)
+    return " · ".join(parts + federation(cfg))
+
+
+def federation(cfg: Row) -> list[str]:
+    """The client's training as a row ran it (local steps, train mode, training stage), with the model they
+    describe; nothing for one gradient of an untrained model in eval mode."""
+    bits = []
+    if cfg.get("local_steps"):
+        b = cfg.get("local_batch") or cfg.get("batch", 1)
+        bits.append(f"E={cfg['local_steps']} η={cfg.get('local_lr'):g} b={b}")
+    if cfg.get("model_mode") == "train":
+        bits.append("train mode")
+    if cfg.get("pretrain_epochs"):
+        bits.append(f"pretrained {cfg['pretrain_epochs']} epochs")
+    return [str(cfg.get("model"))] + bits if bits else []
+
+
+def attack_label(row: Row) -> str:
+    """The attack as the verdict names it: its name, `(single gradient)` when a local update is matched as one
+    gradient (--no-unroll), `+ BN prior` with ig's BatchNorm prior."""
+    cfg = row.get("config") or {}
+    label = str(row.get("attack"))
+    if cfg.get("unroll") is False:
+        label += " (single gradient)"
+    if cfg.get("bn_prior"):
+        label += f" + BN prior {cfg['bn_prior']:g}"
+    return label
 
 
 def attackers(row: Row) -> dict[str, tuple[str, str]]:
@@ -219,7 +245,7 @@ def summarise(rows: Sequence[Row]) -> list[Cell]:
         estimate, count = attackers(group[0])[who]
         by_attack: dict[str, list[Row]] = {}
         for row in group:
-            by_attack.setdefault(str(row.get("attack")), []).append(row)
+            by_attack.setdefault(attack_label(row), []).append(row)
         stats = sorted((attack_stats(a, rs, estimate, count) for a, rs in by_attack.items()),
                        key=lambda s: s.rank, reverse=True)  # fmt: skip
         verdict, reason = judge(stats, group)

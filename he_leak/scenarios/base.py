@@ -14,8 +14,9 @@ from he_leak.data import Dataset
 from he_leak.data.prior import Prior
 from he_leak.errors import ConfigError
 from he_leak.models import ModelSpec
+from he_leak.models.local import client_update, running_buffers
 from he_leak.models.losses import LOSSES
-from he_leak.records import Observed, Reconstruction, Truth
+from he_leak.records import Observed, Reconstruction, SharedBuffers, Truth
 from he_leak.registry import Registry
 from he_leak.scenarios import defences, dp_sgd
 from he_leak.seeds import KeySeed
@@ -102,6 +103,16 @@ class Scenario(ABC):
         """Cheap checks of the model this scenario will run (before a sweep starts); ConfigError when unusable."""
         return None
 
+    def client_share(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                     client: int = 0) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:  # fmt: skip
+        """What client `client` shares from its batch: its update (one gradient, or −Δ/(E·η) after the run's local
+        training; he_leak.models.local) with the defences applied, and its BatchNorm running buffers (train mode).
+        With --dp-noise: one DP-SGD step's gradient (`client_gradient`; RunConfig refuses local steps with it)."""
+        if self.cfg.dp_noise is not None:
+            return self.share(self.client_gradient(model, images, labels, client=client), client=client), {}
+        update, buffers = client_update(model, images, labels, loss=self.loss, local=self.cfg.local())
+        return self.share(update, client=client), buffers
+
     def decoder_samples(self, image_shape: tuple[int, ...]) -> int:
         """How many chosen plaintexts the attacker's keyless decoder encrypts (for the memory estimate); 0: none."""
         return 0
@@ -172,17 +183,23 @@ class Scenario(ABC):
 
 def model_spec(cfg: RunConfig, input_shape: tuple[int, ...]) -> ModelSpec:
     """The run's model from its config (the one place a ModelSpec is made from a RunConfig): no activation named
-    means the scenario's default (square for he-train, sigmoid otherwise)."""
+    means the scenario's default (square for he-train, sigmoid otherwise). A user's model (module:factory) takes
+    none of the registered models' architecture options: RunConfig refuses them (he_leak.options)."""
     activation = cfg.activation or SCENARIOS[cfg.scenario].default_activation
     return ModelSpec(name=cfg.model, input_shape=tuple(input_shape), classes=cfg.classes, hidden=cfg.hidden,
-                     width=cfg.width, stride=cfg.stride, activation=activation, seed=cfg.seed)  # fmt: skip
+                     width=cfg.width, stride=cfg.stride, activation=activation, seed=cfg.seed, weights=cfg.weights,
+                     mode=cfg.model_mode)  # fmt: skip
+
+
+def shared_buffers(model: nn.Module, after: dict[str, torch.Tensor]) -> SharedBuffers | None:
+    """The running statistics that travel with an update (None when the client shares none): the global model's
+    before the round and the client's `after` it."""
+    return SharedBuffers(running_buffers(model), dict(after)) if after else None
 
 
 def shared_gradient(
     model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, loss: str = "cross-entropy"
 ) -> tuple[torch.Tensor, ...]:
-    """The batch-mean gradient of `loss` (he_leak.models.losses), one tensor per parameter (what a client computes)."""
-    model.zero_grad(set_to_none=True)
-    value = LOSSES[loss](model(inputs), labels)
-    grads = torch.autograd.grad(value, [p for p in model.parameters()])
-    return tuple(g.detach() for g in grads)
+    """The batch-mean gradient of `loss` (he_leak.models.losses), one tensor per parameter (what a client computes;
+    the model's running buffers are left as they were)."""
+    return client_update(model, inputs, labels, loss=loss)[0]

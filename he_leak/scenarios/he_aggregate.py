@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 
 import numpy as np
@@ -45,8 +46,9 @@ from he_leak.data import Dataset, load_dataset
 from he_leak.errors import ConfigError
 from he_leak.models import shape_model
 from he_leak.models.imprint import imprinted, public_bins
-from he_leak.records import HeCost, Observation, Observed, Reconstruction, Truth
-from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, Scenario
+from he_leak.models.local import running_buffers
+from he_leak.records import HeCost, LocalTraining, Observation, Observed, Reconstruction, SharedBuffers, Truth
+from he_leak.scenarios.base import SCENARIOS, Estimates, Pool, Scenario, shared_buffers
 from he_leak.scenarios.selection import select
 from he_leak.scenarios.sensitivity import check_exact, client_map, client_samples
 from he_leak.seeds import KeySeed, derive
@@ -137,16 +139,27 @@ class HeAggregate(Scenario):
     def observe(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Observed:
         if self.cfg.imprint:  # the malicious server crafts the model it sends
             model = imprinted(model, tuple(images.shape[1:]), self.imprint_thresholds())
-        k, b = self.cfg.clients, self.cfg.batch
-        per_client = [self.share(self.client_gradient(model, images[i * b : (i + 1) * b], labels[i * b : (i + 1) * b],
-                                                      client=i), client=i) for i in range(k)]  # fmt: skip
+        k, b, local = self.cfg.clients, self.cfg.batch, self.cfg.local()
+        if k > 1 and local is None and self.cfg.role == "client" and model.training and running_buffers(model):
+            raise ConfigError("he-aggregate --role client: the aggregate of K clients' gradients mixes their own "
+                              "BatchNorm statistics; state the round as --local-steps 1 --local-lr η so the attack "
+                              "simulates each client")  # fmt: skip
+        shares = [self.client_share(model, images[i * b : (i + 1) * b], labels[i * b : (i + 1) * b], client=i)
+                  for i in range(k)]  # fmt: skip
+        per_client = [update for update, _ in shares]
         mean = tuple(torch.stack(gs).mean(0) for gs in zip(*per_client, strict=True))
         mask = select(
             model, fraction=self.cfg.encrypt_fraction, how=self.cfg.select, layers=self.cfg.encrypt_layers,
             sensitivity=lambda: self.sensitivity_map(model), mean_gradient=mean, seed=derive(self.cfg.seed, "mask"),
         )  # fmt: skip
+        # what each client sends: its gradient, or after local training its weight difference Δ = −E·η·update
+        # (NVFlare encrypts the difference; equal steps, so its step-weighted average is the mean)
+        scale = -local.steps * local.lr if local else 1.0
+        hidden_buffers = self.encrypted_buffers([after for _, after in shares])
+        hidden = [np.concatenate([flatten(tuple(g * scale for g in update), mask, encrypted=True),
+                                  *(after[n].double().flatten().numpy() for n in hidden_buffers)])
+                  for update, after in shares]  # fmt: skip
         start = time.perf_counter()
-        hidden = [flatten(g, mask, encrypted=True) for g in per_client]
         if hidden[0].size:  # each client encrypts its share; the server adds; the key holders decrypt the sum
             sent = [self.packing.encrypt(v) for v in hidden]
             aggregate = self.packing.decrypt(self.packing.server().sum(sent)) / k
@@ -157,15 +170,22 @@ class HeAggregate(Scenario):
         cost = HeCost(seconds=seconds, bytes=self.packing.cost_bytes(sent) if sent else 0,
                       key_bytes=self.packing.public_key_bytes())  # fmt: skip
         view = View(model, images, labels, mask, cost)
-        if self.cfg.role == "colluder" and self.colludes_alone(sent, hidden[0]):
+        if self.cfg.role == "colluder" and self.colludes_alone(sent, hidden[0]):  # one gradient, no buffers (config)
             victim = unflatten(self.alone, per_client[0], mask, encrypted=True, into=per_client[0])
             return view.observed(victim, batch=b, loss=self.loss, classes=self.cfg.classes)
         if self.cfg.role in ("client", "colluder"):  # a key holder: the decrypted aggregate plus the clear part
-            grads = unflatten(aggregate, mean, mask, encrypted=True, into=mean)
-            return view.observed(grads, batch=k * b, loss=self.loss, classes=self.cfg.classes)
+            cut = len(hidden[0]) - sum(shares[0][1][n].numel() for n in hidden_buffers)
+            grads = unflatten(aggregate[:cut] / scale, mean, mask, encrypted=True, into=mean)
+            after = self.mean_buffers([a for _, a in shares], hidden_buffers, aggregate[cut:])
+            return view.observed(grads, batch=k * b, loss=self.loss, classes=self.cfg.classes, local=local,
+                                 buffers=shared_buffers(model, after))  # fmt: skip
         visible = tuple(~m for m in mask)
         clear = tuple(g * v for g, v in zip(per_client[0], visible, strict=True))
-        return view.observed(clear, batch=b, loss=self.loss, classes=self.cfg.classes, mask=visible)
+        seen = {n: v for n, v in shares[0][1].items() if n not in hidden_buffers}  # the counts are public
+        buffers = SharedBuffers(running_buffers(model), seen) if any(v.is_floating_point() for v in seen.values()) \
+            else None
+        return view.observed(clear, batch=b, loss=self.loss, classes=self.cfg.classes, mask=visible, buffers=buffers,
+                             local=dataclasses.replace(local, clients=1) if local else None)  # fmt: skip
 
     def colludes_alone(self, sent: list, victim: np.ndarray) -> bool:
         """The colluding party decrypts the victim's forwarded ciphertext with the key material it holds (kept in
@@ -184,6 +204,28 @@ class HeAggregate(Scenario):
         ds = load_dataset(self.cfg.data, layout=self.cfg.layout, normalize=self.cfg.normalize)
         others = np.setdiff1d(np.arange(len(ds)), ds.indices(self.cfg.index, self.samples))
         return public_bins(ds.images[others].reshape(len(others), -1).mean(1), self.cfg.imprint)
+
+    def encrypted_buffers(self, afters: list[dict[str, torch.Tensor]]) -> list[str]:
+        """The running statistics (float buffers) the clients encrypt with the update: those `--encrypt-layers`
+        matches, or without it all of them when the whole update is encrypted (a fraction covers parameters only)."""
+        names = [n for n, v in afters[0].items() if v.is_floating_point()]
+        if self.cfg.encrypt_layers:
+            return [n for n in names if re.search(self.cfg.encrypt_layers, n)]
+        return names if self.cfg.encrypt_fraction >= 1 else []
+
+    @staticmethod
+    def mean_buffers(afters: list[dict[str, torch.Tensor]], hidden: list[str],
+                     decrypted: np.ndarray) -> dict[str, torch.Tensor]:  # fmt: skip
+        """The clients' running buffers averaged: the encrypted ones from the decrypted aggregate, the rest in the
+        clear; the batch counts (equal for every client) as they are."""
+        out = {n: (torch.stack([a[n] for a in afters]).mean(0) if v.is_floating_point() else v)
+               for n, v in afters[0].items()}  # fmt: skip
+        start = 0
+        for n in hidden:
+            size = out[n].numel()
+            out[n] = torch.from_numpy(decrypted[start : start + size].copy()).reshape(out[n].shape).to(out[n].dtype)
+            start += size
+        return out
 
     def client_data(self) -> tuple[Dataset, list[np.ndarray]]:
         """The dataset and each client's own samples (indices) for its sensitivity map: `sensitivity_samples` per
@@ -242,8 +284,9 @@ class View:
     cost: HeCost
 
     def observed(self, grads: tuple[torch.Tensor, ...], *, batch: int, loss: str, classes: int,
-                 mask: tuple[torch.Tensor, ...] | None = None) -> Observed:  # fmt: skip
+                 mask: tuple[torch.Tensor, ...] | None = None, local: LocalTraining | None = None,
+                 buffers: SharedBuffers | None = None) -> Observed:  # fmt: skip
         obs = Observation(model=self.model, gradients=grads, input_shape=tuple(self.images.shape[1:]), batch=batch,
-                          classes=classes, loss=loss, mask=mask)  # fmt: skip
+                          classes=classes, loss=loss, mask=mask, local=local, buffers=buffers)  # fmt: skip
         images, labels = self.images[:batch], self.labels[:batch]
         return Observed(obs, Truth(inputs=images, labels=labels, plaintext=images), self.cost)

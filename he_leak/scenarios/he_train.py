@@ -88,6 +88,11 @@ class HeTrain(Scenario):
 
     def __init__(self, cfg, *, key_seed=None) -> None:
         super().__init__(cfg, key_seed=key_seed)
+        if cfg.local_steps > 1 or (cfg.local_batch or cfg.batch) != cfg.batch:
+            raise ConfigError(f"he-train: --local-steps {cfg.local_steps} of {cfg.local_batch or cfg.batch} samples: "
+                              "each local step needs the decrypted gradient to update the plaintext weights, so the "
+                              "attacker sees every step's gradient on its own; use --local-steps 1 on the whole batch "
+                              "(steps under HE would need encrypted weights, a circuit E times as deep)")  # fmt: skip
         if cfg.flood_bits is not None and cfg.flood_bits > MAX_FLOOD_BITS:
             raise ParameterError(f"--flood-bits {cfg.flood_bits}: at most {MAX_FLOOD_BITS} (the noise must stay far "
                                  f"below the last prime of the chain)")  # fmt: skip
@@ -182,8 +187,10 @@ class HeTrain(Scenario):
         key_bytes = circuit.evaluator(seed=derive(self.cfg.seed, "server")).key_bytes()
         training = self.train(circuit, period, model, images, labels) if self.cfg.train_steps else None
         cost = HeCost(seconds=seconds, bytes=he.sent, key_bytes=key_bytes, gradient_error=error, training=training)
+        # one local SGD step (--local-steps 1): the update −Δ/η is the decrypted gradient itself
         obs = Observation(model=model, gradients=self.share(decrypted), input_shape=tuple(images.shape[1:]),
-                          batch=len(images), classes=self.cfg.classes, loss=self.loss)  # fmt: skip
+                          batch=len(images), classes=self.cfg.classes, loss=self.loss,
+                          local=self.cfg.local())  # fmt: skip
         fields = {"key_recovery": self.recover_key(circuit, he, images, labels)} if self.cfg.key_recovery else {}
         return Observed(obs, Truth(inputs=images, labels=labels, plaintext=images), cost, fields)
 

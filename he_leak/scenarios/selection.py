@@ -25,14 +25,15 @@ Mask = tuple[torch.Tensor, ...]
 
 
 def by_layers(model: nn.Module, pattern: str) -> Mask:
-    """Encrypt every parameter whose name (as in model.named_parameters()) matches `pattern` (re.search)."""
+    """Encrypt every parameter whose name (as in model.named_parameters(): the model's own names, a user model's
+    too) matches `pattern` (re.search); the running buffers it matches are encrypted by he-aggregate."""
     try:
         regex = re.compile(pattern)
     except re.error as e:
         raise ConfigError(f"encrypt_layers {pattern!r} is not a regular expression ({e}); e.g. 'fc|body\\.4'") from None
-    names = [n for n, _ in model.named_parameters()]
+    names = list(model.state_dict())
     if not any(regex.search(n) for n in names):
-        raise ConfigError(f"encrypt_layers {pattern!r} matches no parameter; names: {', '.join(names)}")
+        raise ConfigError(f"encrypt_layers {pattern!r} matches no parameter or buffer; names: {', '.join(names)}")
     return tuple(torch.full(p.shape, bool(regex.search(n))) for n, p in model.named_parameters())
 
 

@@ -142,6 +142,22 @@ def prior_only(truth: Truth, obs: Observation, pool: Pool, base: Result) -> Resu
                                visible_fraction=visible_fraction(obs))  # fmt: skip
 
 
+def unscored(obs: Observation, rec: Reconstruction | Exception, base: Result) -> Outcome:
+    """A run whose truth is unknown (a captured update attacked without the client's data): the Result holds what
+    the attack says — iterations, its error or failure — and no truth metric (input_*, plaintext_*, prior, recovered
+    stay None; success false: nothing was scored); the reconstruction and the labels the attacker holds are the
+    panels `reconstruction` (B×C×H×W in [0,1]) and `labels`."""
+    fields: dict[str, object] = {"visible_fraction": visible_fraction(obs), "success": False}
+    if isinstance(rec, Exception):
+        return Outcome(dataclasses.replace(base, error=f"{type(rec).__name__}: {rec}", **fields), {})
+    panels = {"reconstruction": np.clip(rec.inputs.detach().cpu().double().numpy(), 0, 1)}
+    labels = attacker_labels(obs, rec)
+    if labels is not None:
+        panels["labels"] = np.asarray(labels, dtype=np.int64)
+    fields.update(iterations=rec.iterations, error=rec.error)
+    return Outcome(dataclasses.replace(base, **fields), panels)  # type: ignore[arg-type]
+
+
 def visible_fraction(obs: Observation) -> float:
     """The fraction of the shared gradient's entries the attacker sees in the clear (1.0 without a mask)."""
     if obs.mask is None:

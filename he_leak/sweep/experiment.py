@@ -86,6 +86,7 @@ from typing import Any
 
 from he_leak.config import RunConfig
 from he_leak.errors import ConfigError
+from he_leak.models.user import factory_of, is_user_model
 from he_leak.records import Result
 from he_leak.report.expectations import AGGREGATES, PLOT_AGGREGATES, PLOT_KINDS, Expectation, Plot, aggregate_problem
 from he_leak.sweep.grid import build, expand, is_sequence_field
@@ -215,6 +216,12 @@ def _check_names(runs: Iterable[RunConfig], where: str) -> None:
         for name, registry in registries.items():
             value = getattr(cfg, name)
             if value is None or not registry or value in registry:  # an empty registry: not written yet
+                continue
+            if name == "model" and is_user_model(value):  # a user's module:factory: importable, callable
+                try:
+                    factory_of(value)
+                except ConfigError as e:
+                    raise ConfigError(f"{where}: {one_line(e)}") from None
                 continue
             if name == "data" and ("/" in value or "." in value or Path(value).exists()):
                 if not Path(value).exists():

@@ -91,12 +91,15 @@ def _check_devices(experiment: Experiment) -> None:
 
 
 # RunConfig fields that do not change what a scenario builds (attack settings, replicates, bookkeeping)
-NOT_SCENARIO = ("attack", "index", "seed", "iterations", "restarts", "lr", "tv", "device", "utility", "success_psnr")
+NOT_SCENARIO = ("attack", "index", "seed", "iterations", "restarts", "lr", "tv", "device", "utility", "success_psnr",
+                "unroll", "bn_prior")
 
 
 def _check_encryptors(experiment: Experiment, shapes: dict[str, tuple[int, ...]]) -> None:
     """Build each distinct scenario setting once (its options, loss, HE parameters, keys and model checks) on the
     first run that uses it, so that a bad HE parameter or an unsupported model fails before anything runs."""
+    from he_leak.models import build_model
+    from he_leak.models.user import is_user_model
     from he_leak.scenarios import SCENARIOS, model_spec
 
     groups: dict[str, RunConfig] = {}
@@ -106,7 +109,10 @@ def _check_encryptors(experiment: Experiment, shapes: dict[str, tuple[int, ...]]
     for cfg in groups.values():
         try:
             scenario = SCENARIOS[cfg.scenario](cfg)
-            scenario.check(model_spec(cfg, scenario.input_shape(shapes[cfg.data])))
+            spec = model_spec(cfg, scenario.input_shape(shapes[cfg.data]))
+            if is_user_model(cfg.model) or cfg.weights is not None:  # the factory runs, the weights fit
+                build_model(spec)
+            scenario.check(spec)
         except HE_ERRORS as e:
             kind = type(e) if isinstance(e, ConfigError) else ConfigError  # keeps ParameterError
             raise kind(f"{experiment.path}: run {describe_run(cfg)} is refused: {one_line(e)}; fix it in the "

@@ -9,15 +9,19 @@ import torch
 from torch.func import functional_call, grad, grad_and_value, vmap
 from torch.nn import functional as F
 
+from he_leak.attacks.optim.unroll import Simulator, bn_distance, needs_simulation
 from he_leak.models.losses import LOSSES
 from he_leak.records import Observation
 
 
 class GradientModel:
     """The observed model, its loss and its target gradient (visible entries only), on one device and dtype, as
-    functions for torch.func."""
+    functions for torch.func. Local steps to unroll or BatchNorm in train mode go through the Simulator
+    (he_leak.attacks.optim.unroll); `unroll=False` matches a local update as one gradient."""
 
-    def __init__(self, obs: Observation, *, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, obs: Observation, *, device: torch.device, dtype: torch.dtype, unroll: bool = True) -> None:
+        self.obs = obs
+        self.sim = Simulator(obs, unroll=unroll) if needs_simulation(obs, unroll=unroll) else None
         self.model = obs.model
         self.loss = LOSSES[obs.loss]
         self.params = {n: p.detach().to(device, dtype) for n, p in obs.model.named_parameters()}
@@ -34,13 +38,29 @@ class GradientModel:
         return [g * m for g, m in zip(grads, self.mask, strict=True)]
 
     def grads(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        """The loss's batch-mean gradient wrt every parameter for x (B×input_shape) with labels or label
-        distributions y; hidden entries zeroed."""
-        return _grads(self.model, self.loss, self.names, self.params, self.mask, x, y)
+        """The loss's batch-mean gradient (or the simulated update) wrt every parameter for x (B×input_shape) with
+        labels or label distributions y; hidden entries zeroed."""
+        return self.update(x, y)[0]
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """The shared update for the dummies (hidden entries zeroed) and the running buffers after it (empty
+        without BatchNorm in train mode)."""
+        if self.sim is None:
+            return _grads(self.model, self.loss, self.names, self.params, self.mask, x, y), {}
+        g, running = self.sim.update(self.params, x, y)
+        return (g if self.mask is None else [a * m for a, m in zip(g, self.mask, strict=True)]), running
 
     def cosine(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """1 − cosine similarity between the dummy gradient and the target, over the visible entries."""
         return cosine_distance(self.grads(x, y), self.target, self.target_sq)
+
+    def objective(self, x: torch.Tensor, y: torch.Tensor, *, tv: float, bn_prior: float = 0.0) -> torch.Tensor:
+        """ig's objective: cosine distance + tv·total variation (+ bn_prior · the BatchNorm prior, `bn_distance`)."""
+        g, running = self.update(x, y)
+        value = cosine_distance(g, self.target, self.target_sq) + tv * total_variation(x)
+        if bn_prior:
+            value = value + bn_prior * bn_distance(running, self.obs)
+        return value
 
 
 def _grads(module, loss_fn, names, params, mask, x, y) -> list[torch.Tensor]:

@@ -46,9 +46,11 @@ def compatible(model: nn.Module, other: nn.Module) -> bool:
 
 def share_a_pass(observations: Sequence[Observation]) -> bool:
     """Whether observations' runs can share one batched pass: the same input shape, batch, classes, box, loss and
-    masking, and models of one architecture (`compatible`)."""
+    masking, models of one architecture (`compatible`), and one gradient each (no local steps)."""
     key = lambda o: (o.input_shape, o.batch, o.classes, o.bounds, o.loss, o.mask is None)  # noqa: E731
     first = observations[0]
+    if any(o.local is not None for o in observations):  # local steps: each run unrolls its own (one by one)
+        return False
     return all(key(o) == key(first) and compatible(first.model, o.model) for o in observations)
 
 

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from he_leak.attacks.optim.lbfgs import Asking, Evaluation, Minimizer, Objective, drive
+from he_leak.attacks.optim.unroll import Simulator
 from he_leak.errors import AttackFailed
 from he_leak.models.losses import LOSSES
 
@@ -63,7 +64,7 @@ def dlg_lbfgs_steps(
     bounds: tuple[float, float] = (0.0, 1.0), tol: float = DEFAULT_TOL, x_tol: float = DEFAULT_X_TOL,
     label: torch.Tensor | None = None, batch: int | None = None, max_iter: int = MAX_ITER, history_size: int = HISTORY,
     progress: Progress | None = None, monitor: Monitor | None = None, loss: str = "cross-entropy",
-    mask: Sequence[torch.Tensor] | None = None,
+    mask: Sequence[torch.Tensor] | None = None, simulator: Simulator | None = None,
 ) -> Asking[Result]:  # fmt: skip
     """Recover the inputs whose gradient matches ``target_grads`` (the mean cross-entropy gradient over a batch).
 
@@ -73,8 +74,8 @@ def dlg_lbfgs_steps(
     ``monitor`` (bookkeeping, e.g. a benchmark watching the PSNR) sees the inputs after every step; True stops.
     ``x_tol`` is the attacker-side stop: a step changing the inputs by less than x_tol RMS (relative to the box
     range) with an unchanged label estimate ends the run; 0 runs on to ``tol`` or a stall.
-    ``loss`` names the training loss (he_leak.models.losses); ``mask`` (True = visible) restricts the match to the
-    entries the attacker sees.
+    ``loss``: the training loss (he_leak.models.losses); ``mask`` (True = visible): the entries the attacker sees;
+    ``simulator`` (he_leak.attacks.optim.unroll): match the client's simulated update instead of one gradient.
 
     As an `Asking` computation it yields `Request`s (the point, flat [inputs, label logits unless ``label``] in the
     phase's dtype, and the run's own objective) and is sent (balanced distance there, its gradient): `dlg_lbfgs`
@@ -108,7 +109,7 @@ def dlg_lbfgs_steps(
     phases = [dtype] if dtype == torch.float64 else [dtype, torch.float64]
     loss, used = math.inf, 0
     for phase, dt in enumerate(phases):
-        run = _Phase(model, target_grads, weights, label, classes, dt, device, training_loss, mask)
+        run = _Phase(model, target_grads, weights, label, classes, dt, device, training_loss, mask, simulator)
         x, y_logits, loss, used, done = yield from run.optimise(
             x, y_logits, used=used, steps=steps, stop_below=tol * scale, scale=scale, max_iter=max_iter,
             history_size=history_size, progress=progress, monitor=monitor,
@@ -133,9 +134,11 @@ def balance(target_grads: Sequence[torch.Tensor]) -> tuple[list[float], float]:
 class _Phase:
     """One precision phase of `dlg_lbfgs`: the model, targets and dummies in one dtype, optimised by L-BFGS."""
 
-    def __init__(self, model, target_grads, weights, label, classes, dtype, device, loss, mask) -> None:
+    def __init__(self, model, target_grads, weights, label, classes, dtype, device, loss, mask, simulator) -> None:
         self.net = copy.deepcopy(model).to(device=device, dtype=dtype)
         self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.simulator = simulator
+        self.named = {n: p.detach() for n, p in self.net.named_parameters()}
         self.targets = [g.detach().to(device=device, dtype=dtype) for g in target_grads]
         self.masks = [None] * len(self.targets) if mask is None else [m.to(device=device, dtype=dtype) for m in mask]
         self.weights, self.label, self.classes, self.dtype, self.device = weights, label, classes, dtype, device
@@ -143,9 +146,11 @@ class _Phase:
 
     def distance(self, x: torch.Tensor, y_logits: torch.Tensor) -> torch.Tensor:
         """The balanced squared gradient distance over the visible entries, differentiable in x and y_logits."""
-        out = self.net(x)
         target = F.softmax(y_logits, -1) if self.label is None else self.label
-        grads = torch.autograd.grad(self.loss(out, target), self.params, create_graph=True)
+        if self.simulator is not None:
+            grads = self.simulator.update(self.named, x, target)[0]
+        else:
+            grads = torch.autograd.grad(self.loss(self.net(x), target), self.params, create_graph=True)
         total = 0
         for g, t, w, m in zip(grads, self.targets, self.weights, self.masks, strict=True):
             diff = g - t if m is None else (g - t) * m
