@@ -58,6 +58,12 @@ def _nothing_to_choose(cfg: Any) -> str | None:
     return None
 
 
+def _nothing_encrypted(cfg: Any) -> str | None:
+    if cfg.scenario == "he-aggregate" and not cfg.encrypt_layers and cfg.encrypt_fraction == 0:
+        return "with --encrypt-fraction 0 (nothing is encrypted)"
+    return None
+
+
 def _no_key_recovery(cfg: Any) -> str | None:
     return None if cfg.key_recovery else "without --key-recovery (nobody attacks what is disclosed)"
 
@@ -96,7 +102,7 @@ OPTIONS: dict[str, Option] = {
     "stride": Option("--stride", models=("conv1",)),
     "activation": Option("--activation", models=ACTIVATED),
     "encryptor": Option("--encryptor", scenarios=("ckks-input",)),
-    "encryptor_params": Option("--he", scenarios=HE),
+    "encryptor_params": Option("--he", scenarios=HE, unused=_nothing_encrypted),
     "insecure": Option("--insecure", scenarios=("ckks-input",)),
     "loss": Option("--loss"),
     "success_psnr": Option("success_psnr"),  # every scenario's per-sample recovery rule
@@ -132,7 +138,7 @@ OPTIONS: dict[str, Option] = {
     "update_truth": Option("--truth", scenarios=("plain",)),
     "unroll": Option("--no-unroll", attacks=MATCHING),
     "bn_prior": Option("--bn-prior", attacks=("ig",)),
-    "he_backend": Option("--he-backend", scenarios=("he-aggregate",)),
+    "he_backend": Option("--he-backend", scenarios=("he-aggregate",), unused=_nothing_encrypted),
     "imprint": Option("--imprint", scenarios=("he-aggregate",)),
 }  # fmt: skip
 

@@ -21,6 +21,7 @@ from he_leak.seeds import KeySeed
 GRAD_RTOL = 1e-4  # a float32 model gradient vs its float64 reference, relative to each tensor's largest entry
 HE_GRAD_RTOL = 1e-4  # he-train's decrypted CKKS gradient (scale 2^40) vs float64: measured ~1e-6
 PACKED_ATOL = 1e-6  # he-aggregate's decrypted CKKS sum (scale 2^40): measured ~1e-8
+SECAGG_ATOL = 1e-9  # secagg's fixed point: 2^-32 per client before the mean, so at most ~2.3e-10
 KEY = KeySeed.from_hex("5c" * 32)  # the key holder's test secret (replay: the same secret gives the same Result)
 
 # scenario -> a small case (RunConfig fields) per variant
@@ -38,12 +39,14 @@ CASES = {
                                   batch=2),
     # a malicious server's imprint layer in front of the model; the reference differentiates the crafted model
     "he-aggregate-imprint": dict(scenario="he-aggregate", role="client", clients=2, imprint=16, model="mlp",
-                                 hidden=(8,), batch=2),
+                                 hidden=(8,), batch=2, attack="imprint"),  # its own closed form: analytic takes ~70 s
+    # pairwise-masked updates: the server's sum of K = 3 clients' gradients, masks cancelled
+    "secagg": dict(scenario="secagg", clients=3, model="mlp", hidden=(8,), batch=2),
 }  # fmt: skip
 
 
 def _cfg(case: str, **changes) -> RunConfig:
-    return RunConfig(**{**CASES[case], "data": "digits", "attack": "analytic", **changes})
+    return RunConfig(**{"attack": "analytic", **CASES[case], "data": "digits", **changes})
 
 
 def test_every_scenario_has_a_case():
@@ -76,7 +79,8 @@ def test_observed_gradient_matches_a_float64_reference(case):
         assert all(not bool(g[~m].any()) for g, m in zip(obs.gradients, obs.mask, strict=True))
         return
     ref = _reference(obs.model, truth.inputs, truth.labels, obs.loss)
-    rtol, atol = {"he-train": (HE_GRAD_RTOL, 0.0), "he-aggregate": (GRAD_RTOL, PACKED_ATOL)}.get(
+    rtol, atol = {"he-train": (HE_GRAD_RTOL, 0.0), "he-aggregate": (GRAD_RTOL, PACKED_ATOL),
+                  "secagg": (GRAD_RTOL, SECAGG_ATOL)}.get(
         scenario.name, (GRAD_RTOL, 0.0))  # fmt: skip
     _close(obs.gradients, ref, rtol, atol)
 

@@ -153,7 +153,10 @@ def test_the_readme_map_names_every_folder_and_only_folders_that_exist():
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Where things live"):]
     section = section[: section.find("\n## ", 5)] if "\n## " in section[5:] else section
-    named = set(re.findall(r"^\| `([\w/]+)/` \|", section, flags=re.M))
+    rows = re.findall(r"^\| `([\w/]+)/` \|", section, flags=re.M)
+    assert len(rows) == len(set(rows)), f"a folder named twice: {sorted(r for r in rows if rows.count(r) > 1)}"
+    assert "\n\n|" not in section[section.index("| folder |"):].rstrip(), "the map's table is split by a blank line"
+    named = set(rows)
     packages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "he_leak").rglob("__init__.py")}
     top = {"encryptors", "docs", "experiments", "tests"}
     assert packages | top <= named, sorted(packages | top - named)

@@ -189,14 +189,16 @@ class HeAggregate(Scenario):
 
     def colludes_alone(self, sent: list, victim: np.ndarray) -> bool:
         """The colluding party decrypts the victim's forwarded ciphertext with the key material it holds (kept in
-        ``self.alone``); True when that is the victim's update — one shared key —, False when a decryption needs
-        other parties' shares. Its error against the victim's true update is recorded either way."""
+        ``self.alone``); True when its own decryption decodes — then it attacks what it read (the victim's update
+        under one shared key) —, False when the library refuses to decode it (a decryption needs other parties'
+        shares): then it attacks the aggregate. The rule uses what the colluder sees, not the backend's declared
+        ``shares_needed`` nor the truth; its error against the victim's true update is recorded (scoring side only)."""
         alone = self.packing.decrypt_alone(sent[0], party=self.colluder) if sent else victim
         error = None if alone is None else float(np.abs(alone - victim).max() / max(np.abs(victim).max(), 1e-300))
         self.colluder_info = {"colluder_party": self.colluder, "colluder_alone_decodes": alone is not None,
                               "colluder_alone_error": error}  # fmt: skip
         self.alone = alone
-        return self.packing.shares_needed == 1 or not sent
+        return alone is not None
 
     def imprint_thresholds(self) -> np.ndarray:
         """The imprint layer's bins from the server's own data: quantiles of the mean brightness of the dataset's

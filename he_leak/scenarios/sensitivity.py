@@ -5,10 +5,11 @@ training loss wrt the parameters, j one of its entries).
 - ``exact``: every column of the Jacobian ∂g/∂x, one forward-over-reverse product (`torch.func.jvp` of the gradient)
   per input dimension, vmapped over chunks of the input basis and summed as squares, in float64. Memory is bounded
   by the chunk (`columns_per_chunk`: at most CHUNK_BYTES of Jacobian columns and their intermediates at once); time
-  grows as D · P per sample (D input dimensions, P parameters). Measured on the 2-core VM, one thread, per sample:
-  the 32-unit MLP on 8×8 digits (D = 64, P = 2,410) 3 ms; the DLG LeNet on 32×32×3 photos (D = 3,072, P = 85,036)
-  7.6 s (float32 4.3 s); ResNet-18 on 64×64×3 (D = 12,288, P = 11.2M) 0.8 … 1.8 h, so runs whose map needs more
-  than EXACT_MAX_ENTRIES Jacobian entries are refused before they start (`check_exact`), naming ``hutchinson``.
+  grows as D · P per sample (D input dimensions, P parameters). Measured on the 2-core VM, one thread, CPU seconds
+  per sample (docs/measurements.md): the 32-unit MLP on 8×8 digits (D = 64, P = 2,410) 3–9 ms; the DLG LeNet on
+  32×32×3 photos (D = 3,072, P = 85,036) 7.6–7.7 s (float32 4.3 s); ResNet-18 on 64×64×3 (D = 12,288,
+  P = 11.2M) 0.8 … 1.8 h, so runs whose map needs more than EXACT_MAX_ENTRIES Jacobian entries are refused before
+  they start (`check_exact`), naming ``hutchinson``.
 - ``hutchinson``: E_v (J v)_j² = ‖J_j‖² for v ~ N(0, I), PROBES probes per sample (the project's earlier default);
   unbiased but noisy: its top sets overlap the exact ones only partly (experiments/sensitivity_overlap.py).
 
