@@ -71,6 +71,7 @@ class Scenario(ABC):
     default_activation: str = "sigmoid"  # the model's activation when the run names none (RunConfig.activation None)
     # how `utility` is measured under this protection (Result.utility_measured)
     utility_measured: str = "plaintext"
+    per_client = False  # True: each of --clients K draws its own batch (he-aggregate, secagg)
     losses: tuple[str, ...] = ("cross-entropy", "mse", "poly-sigmoid")  # the losses this scenario can train with
 
     def __init__(self, cfg: RunConfig, *, key_seed: KeySeed | None = None) -> None:
@@ -91,13 +92,13 @@ class Scenario(ABC):
 
     @property
     def samples(self) -> int:
-        """How many dataset samples one run draws (he-aggregate: one batch per client)."""
-        return self.cfg.batch
+        """How many dataset samples one run draws (one batch per client where the scenario has clients)."""
+        return self.cfg.batch * (self.cfg.clients if self.per_client else 1)
 
     @property
     def samples_asked(self) -> str:
         """The options that set `samples`, as the user gave them (for errors)."""
-        return f"--batch {self.cfg.batch}"
+        return (f"--clients {self.cfg.clients} × " if self.per_client else "") + f"--batch {self.cfg.batch}"
 
     def check(self, spec) -> None:
         """Cheap checks of the model this scenario will run (before a sweep starts); ConfigError when unusable."""

@@ -83,6 +83,7 @@ class HeAggregate(Scenario):
     """K clients, packed CKKS encryption of (a selected part of) each gradient, aggregation by the server."""
 
     name = "he-aggregate"
+    per_client = True
     encryptor = "ckks"
     utility_measured = "plaintext-equivalent (trained in plaintext; encrypted sums are exact up to CKKS error)"
 
@@ -91,14 +92,6 @@ class HeAggregate(Scenario):
         if cfg.imprint and cfg.utility:
             raise ConfigError("--utility with --imprint: the crafted model serves one malicious round and is never "
                               "trained; measure utility without --imprint")  # fmt: skip
-
-    @property
-    def samples(self) -> int:
-        return self.cfg.clients * self.cfg.batch
-
-    @property
-    def samples_asked(self) -> str:
-        return f"--clients {self.cfg.clients} × --batch {self.cfg.batch}"
 
     def input_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         known = {f.name for f in dataclasses.fields(PackingParams)}

@@ -26,6 +26,7 @@ class SecAgg(Scenario):
     """K clients, pairwise-masked updates, a server that sees their sum."""
 
     name = "secagg"
+    per_client = True
     utility_measured = "plaintext-equivalent (the masked sum is the plaintext sum up to 2^-32 fixed point)"
 
     def __init__(self, cfg, *, key_seed=None) -> None:
@@ -33,14 +34,6 @@ class SecAgg(Scenario):
         if cfg.clients < 2:
             raise ConfigError("secagg needs --clients K >= 2 (with one client the server's sum is that client's "
                               "update; use scenario plain)")  # fmt: skip
-
-    @property
-    def samples(self) -> int:
-        return self.cfg.clients * self.cfg.batch
-
-    @property
-    def samples_asked(self) -> str:
-        return f"--clients {self.cfg.clients} × --batch {self.cfg.batch}"
 
     @property
     def key_source(self) -> str | None:
