@@ -7,13 +7,14 @@ the recovery rate (Clopper–Pearson 95%) and the prior, plus the ciphertext noi
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
+
+from he_leak.sweep.store import read_results
 
 
 def median_interval(values: list[float]) -> tuple[float, float]:
@@ -51,8 +52,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(folder: str) -> None:
-    rows = [json.loads(line) for line in (Path(folder) / "results.jsonl").read_text().splitlines() if line.strip()]
-    print(table([r for r in rows if "config" in r]))
+    print(table(read_results(Path(folder) / "results.jsonl")))  # the store's reader: result rows only
 
 
 if __name__ == "__main__":

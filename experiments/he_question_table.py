@@ -10,12 +10,12 @@ the keyless attacker's recovered count (Clopper–Pearson 95%), the key holder's
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from he_leak.report.stats import mean_interval, recovery_interval
+from he_leak.sweep.store import read_results
 from he_leak.text import fixed, median_of
 
 ENCRYPTORS = ("ckks", "bfv", "permute", "linear-mask", "plain")
@@ -60,9 +60,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(folder: str) -> None:
-    text = (Path(folder) / "results.jsonl").read_text()
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    print(table([r for r in rows if "config" in r]))
+    print(table(read_results(Path(folder) / "results.jsonl")))  # the store's reader: result rows only
 
 
 if __name__ == "__main__":

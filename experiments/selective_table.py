@@ -20,7 +20,6 @@ Run from the repository root: python experiments/selective_table.py results/sele
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,10 +27,7 @@ import numpy as np
 
 from he_leak.report.protection import RECOVERY_LEVEL, STOP_MARGIN_DB
 from he_leak.report.stats import mean_interval, recovery_interval
-
-
-def load(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from he_leak.sweep.store import read_results
 
 
 def cells(rows: list[dict]) -> dict[tuple, list[dict]]:
@@ -176,7 +172,7 @@ def main() -> None:
     parser.add_argument("results", type=Path, help="results.jsonl of experiments/selective.toml")
     parser.add_argument("--smallest", action="store_true", help="only the smallest-p table (the README's)")
     args = parser.parse_args()
-    rows = load(args.results)
+    rows = read_results(args.results)  # the store's reader: result rows only
     full = table(rows)
     if args.smallest:
         print(full[full.index("Smallest p"):], end="")
