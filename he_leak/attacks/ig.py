@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from he_leak.attacks.base import ATTACKS, Attack, project
-from he_leak.attacks.labels import recover_labels
+from he_leak.attacks.labels import label_orders, recover_labels
 from he_leak.attacks.optim.functional import GradientModel, StackedGradientModels, batched_value_and_grad
 from he_leak.attacks.optim.lbfgs_many import share_a_pass
 from he_leak.errors import AttackFailed, ConfigError
@@ -21,7 +21,9 @@ Step = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 class InvertingGradients(Attack):
     """K restarts optimised together through one vmapped forward/backward; the best final loss wins.
 
-    Labels come from the last layer's gradient (as in iDLG), so the attack needs no ground truth.
+    Labels come from the last layer's gradient (as in iDLG), so the attack needs no ground truth. Where the update
+    depends on which sample holds which label (FedAvg steps on part of the batch, attacked unrolled), every distinct
+    assignment (he_leak.attacks.labels.label_orders, up to 24) is a whole run, and the lowest final objective wins.
     `reconstruct_many` runs the restarts of many observations of one architecture through one vmapped pass: Adam,
     the sign, the schedule and the clamp act element by element, so each run follows its path alone (up to the
     rounding of the batched kernels)."""
@@ -45,16 +47,26 @@ class InvertingGradients(Attack):
     def reconstruct(self, obs: Observation) -> Reconstruction:
         o = self.options
         gm = GradientModel(obs, device=o.device, dtype=torch.float32, unroll=o.unroll)
-        labels = recover_labels(obs).to(o.device)
+        orders = label_orders(recover_labels(obs).to(o.device), obs, unroll=o.unroll)
 
         def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return gm.objective(x, y, tv=self.tv, bn_prior=o.bn_prior)
 
-        xs = self._start(obs, o.seed)
-        failed = self._optimise(xs, lambda z: batched_value_and_grad(objective, z, labels), jobs=1, bounds=obs.bounds)
-        if failed[0]:
-            raise AttackFailed(failed[0])
-        return self._pick(obs, xs, gm, labels)
+        best: Reconstruction | None = None
+        for labels in orders:  # one whole run per assignment of the labels; the lowest final objective wins
+            xs = self._start(obs, o.seed)
+            failed = self._optimise(xs, lambda z, y=labels: batched_value_and_grad(objective, z, y), jobs=1,
+                                    bounds=obs.bounds)  # fmt: skip
+            if failed[0]:
+                if len(orders) == 1:
+                    raise AttackFailed(failed[0])
+                continue
+            rec = self._pick(obs, xs, gm, labels)
+            best = rec if best is None or rec.loss < best.loss else best
+        if best is None:
+            raise AttackFailed(f"ig: every restart of all {len(orders)} label assignments became non-finite")
+        best.info["label_orders"] = len(orders)
+        return best
 
     def reconstruct_many(
         self, observations: Sequence[Observation], *, seeds: Sequence[int] | None = None
@@ -69,6 +81,8 @@ class InvertingGradients(Attack):
             labels = [recover_labels(obs).to(o.device) for obs in observations]
         except AttackFailed:
             return super().reconstruct_many(observations, seeds=seeds)
+        if any(len(label_orders(y, obs, unroll=o.unroll)) > 1 for y, obs in zip(labels, observations, strict=True)):
+            return super().reconstruct_many(observations, seeds=seeds)  # each tries its label assignments alone
         gms = [GradientModel(obs, device=o.device, dtype=torch.float32, unroll=o.unroll) for obs in observations]
         stacked = StackedGradientModels(gms, classes=observations[0].classes)
         k = o.restarts

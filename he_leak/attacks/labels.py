@@ -17,6 +17,10 @@ its weight gradient is ``mean_n g_n h_nᵀ`` (``h_n`` the layer's input), so
 The output layer's gradient must be visible (``obs.mask``); when the aggregator hides it, no label is recovered.
 
 The recovered labels of a batch are returned sorted by class (gradients do not tell which sample has which label).
+That order is all one gradient of the whole batch needs (it is symmetric in the samples). An update that is not —
+FedAvg local steps on mini-batches smaller than the client's batch, or several clients each training alone, attacked
+unrolled — depends on which sample sits at which position; `label_orders` lists the distinct assignments of the
+recovered labels to the positions, for an attack to try each and keep the one its own objective prefers.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from he_leak.models.losses import LOSSES
 from he_leak.records import Observation
 
 RANDOM_PROBES = 64  # random inputs used to estimate the model's mean softmax
+# the most label assignments `label_orders` lists (4! = 24: any batch of up to 4 samples); beyond it only the sorted
+# one, since each assignment costs the attack a whole run
+MAX_LABEL_ORDERS = 24
 
 
 def output_layer(obs: Observation) -> tuple[nn.Linear, int, int | None]:
@@ -159,3 +166,28 @@ def recover_labels(obs: Observation) -> torch.Tensor:
         return torch.tensor([_single_from_weight(obs.gradients[iw].double())], dtype=torch.long)
     counts = label_counts(obs)
     return torch.repeat_interleave(torch.arange(obs.classes), counts)
+
+
+def order_matters(obs: Observation, *, unroll: bool) -> bool:
+    """Whether the attacked update depends on which sample holds which position: the local training is unrolled and
+    some step (or some client) sees only part of the batch."""
+    local = obs.local
+    if local is None or not unroll:
+        return False
+    return local.clients > 1 or local.batch < obs.batch // local.clients
+
+
+def label_orders(labels: torch.Tensor, obs: Observation, *, unroll: bool) -> list[torch.Tensor]:
+    """The assignments of the recovered `labels` to the batch's positions worth trying: every distinct one (sympy's
+    multiset permutations, sorted first) when the order matters and there are at most MAX_LABEL_ORDERS, else only
+    `labels` as given (sorted)."""
+    if not order_matters(obs, unroll=unroll):
+        return [labels]
+    counts = torch.unique(labels, return_counts=True)[1].tolist()
+    distinct = math.factorial(len(labels)) // math.prod(math.factorial(c) for c in counts)
+    if distinct == 1 or distinct > MAX_LABEL_ORDERS:
+        return [labels]
+    from sympy.utilities.iterables import multiset_permutations  # sympy comes with torch
+
+    return [torch.tensor(p, dtype=labels.dtype, device=labels.device)
+            for p in multiset_permutations(labels.tolist())]  # fmt: skip

@@ -1,0 +1,102 @@
+"""The FedAvg table from a results.jsonl of experiments/fedavg.toml: per view (who sees the update), model/data,
+attack and its step budget, batch B, local batch b and local steps E — how many of the attacked samples the
+unrolled multi-step attack and the single-gradient attack (`--no-unroll`, the update matched as one gradient)
+recover (PSNR ≥ the run's success threshold; 95% Clopper–Pearson interval, scipy.stats.binomtest), their median
+per-sample PSNR, and the mean per-sample PSNR difference of unrolling on the same samples (paired by data, index,
+seed and position; the project's 95% BCa bootstrap, he_leak.report.stats).
+
+E = 1 with b = B is one gradient: the two attacks are the same there and only the unrolled one runs ("—"). A sample
+an attack failed on (it returned nothing) counts as not recovered and has no PSNR; a pair with a failure on either
+side is left out of the difference. A view with nothing in the clear (the he-aggregate server) has no PSNR at all.
+
+Run from the repository root: python experiments/fedavg_table.py experiments/measured/fedavg/results.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from he_leak.attacks import ATTACKS
+from he_leak.records import KEYLESS
+from he_leak.report.stats import align, difference_interval, keyed_gains, recovery_interval, sample_count, sample_psnrs
+from he_leak.sweep.store import read_results
+
+
+def view(row: dict) -> str:
+    """Who sees the update, in words."""
+    c = row["config"]
+    if row["scenario"] == "plain":
+        return "plain: the server"
+    who = "a key-holding client" if c.get("role") == "client" else "the server"
+    return f"{row['scenario']}, K = {c.get('clients')}: {who}"
+
+
+def cell_key(row: dict) -> tuple:
+    c = row["config"]
+    local_batch = c.get("local_batch") or row["batch"]
+    steps = c.get("iterations") or ATTACKS[row["attack"]].default_iterations
+    return (view(row), f"{row['model']} / {row['data']}", f"{row['attack']} ≤ {steps}", row["batch"], local_batch,
+            c.get("local_steps") or 1)  # fmt: skip
+
+
+def summary(rows: list[dict]) -> dict:
+    """Samples recovered out of scored, its CP interval, the median per-sample PSNR (None: nothing in the clear)."""
+    k = sum(int(r.get("recovered") or 0) for r in rows)
+    n = sum(sample_count(r) for r in rows)
+    psnrs = [v for r in rows for v in (sample_psnrs(r, KEYLESS) or []) if v is not None]
+    return {"k": k, "n": n, "ci": recovery_interval(k, n), "median": float(np.median(psnrs)) if psnrs else None}
+
+
+def _fmt_rate(s: dict | None) -> str:
+    if s is None:
+        return "—"
+    lo, hi = s["ci"]
+    return f"{s['k']} / {s['n']} [{lo:.2f}, {hi:.2f}]"
+
+
+def _fmt_db(v: float | None) -> str:
+    return "—" if v is None else f"{v:.1f}"
+
+
+def difference(unrolled: list[dict], single: list[dict]) -> str:
+    """Mean per-sample PSNR of unrolled minus single gradient on the same samples, with its 95% interval."""
+    a = [kv for r in unrolled for kv in keyed_gains(r, KEYLESS)]
+    b = [kv for r in single for kv in keyed_gains(r, KEYLESS)]
+    common = {k for k, _ in a} & {k for k, _ in b}
+    x, y, paired = align([kv for kv in a if kv[0] in common], [kv for kv in b if kv[0] in common])
+    if not paired or len(x) < 2:
+        return "—"
+    lo, hi = difference_interval(x, y, paired=True) or (float("nan"), float("nan"))
+    return f"{np.mean(np.subtract(x, y)):+.1f} [{lo:+.1f}, {hi:+.1f}] (n = {len(x)})"
+
+
+def table(rows: list[dict]) -> str:
+    cells: dict[tuple, dict[bool, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        cells[cell_key(r)][bool(r["config"].get("unroll", True))].append(r)
+    lines = ["| who sees the update | model / data | attack ≤ steps | B | b | E | unrolled: recovered [95% CI] | "
+             "median dB | single gradient: recovered [95% CI] | median dB | unrolled − single: mean dB [95% CI] |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for key in sorted(cells):
+        split = cells[key]
+        u = summary(split[True]) if split[True] else None
+        s = summary(split[False]) if split[False] else None
+        diff = difference(split[True], split[False]) if u and s else "—"
+        lines.append(f"| {' | '.join(str(v) for v in key)} | {_fmt_rate(u)} | {_fmt_db(u and u['median'])} | "
+                     f"{_fmt_rate(s)} | {_fmt_db(s and s['median'])} | {diff} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, help="results.jsonl of experiments/fedavg.toml")
+    args = parser.parse_args()
+    print(table(read_results(args.results)), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""experiments/fedavg_table.py (the README's FedAvg table) on hand-made rows: counts, the Clopper–Pearson interval,
+the pairing of the unrolled and single-gradient attacks by sample, and failures."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from scipy.stats import binomtest
+
+
+def _table_module():
+    path = Path(__file__).resolve().parents[1] / "experiments" / "fedavg_table.py"
+    spec = importlib.util.spec_from_file_location("fedavg_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(index, *, unroll, psnr, steps=5, batch=1, recovered=None, scenario="plain", role=None):
+    psnrs = None if psnr is None else [psnr] * batch
+    return {
+        "scenario": scenario, "model": "mlp", "data": "digits", "attack": "dlg", "batch": batch, "index": index,
+        "recovered": (batch if psnr is not None and psnr >= 30 else 0) if recovered is None else recovered,
+        "sample_psnrs": None if psnrs is None else {"keyless": psnrs, "prior": [10.0] * batch},
+        "config": {"data": "digits", "index": index, "seed": index, "local_steps": steps, "local_batch": 1,
+                   "unroll": unroll, "iterations": None, "role": role, "clients": 2},
+    }  # fmt: skip
+
+
+def _line(text, needle):
+    return next(line for line in text.splitlines() if needle in line)
+
+
+def test_counts_intervals_and_the_paired_difference():
+    t = _table_module()
+    rows = [_row(i, unroll=True, psnr=40.0 + i) for i in range(20)]
+    rows += [_row(i, unroll=False, psnr=20.0 if i else 35.0) for i in range(20)]
+    line = _line(t.table(rows), "| 5 |")
+    low, high = binomtest(20, 20).proportion_ci(method="exact")
+    assert f"20 / 20 [{low:.2f}, {high:.2f}]" in line and "| 1 / 20 [" in line
+    # unrolling gains (40 + i) − 20 for i = 1..19 and 40 − 35 for i = 0: (570 + 5) / 20 = +28.75 dB over 20 pairs
+    assert "+28.8 [" in line and "(n = 20)" in line
+    assert "dlg ≤ 300" in line  # the attack's default budget when the grid leaves it out
+
+
+def test_a_failed_run_is_not_recovered_and_leaves_the_pairing():
+    t = _table_module()
+    rows = [_row(i, unroll=True, psnr=None if i == 0 else 50.0) for i in range(4)]
+    rows += [_row(i, unroll=False, psnr=20.0) for i in range(4)]
+    line = _line(t.table(rows), "| 5 |")
+    assert "| 3 / 4 [" in line and "+30.0 [+30.0, +30.0] (n = 3)" in line
+
+
+def test_one_gradient_has_no_single_gradient_column_and_a_blind_server_no_psnr():
+    t = _table_module()
+    rows = [_row(i, unroll=True, psnr=60.0, steps=1) for i in range(3)]
+    rows += [_row(i, unroll=True, psnr=None, scenario="he-aggregate", role="server") for i in range(3)]
+    text = t.table(rows)
+    assert _line(text, "plain").endswith("| 3 / 3 [0.29, 1.00] | 60.0 | — | — | — |")
+    assert _line(text, "the server").endswith("| 0 / 3 [0.00, 0.71] | — | — | — | — |")
+    assert "he-aggregate, K = 2: the server" in text
+
+
+@pytest.mark.parametrize("steps", [2, 10])
+def test_the_local_steps_and_budget_are_their_own_cells(steps):
+    t = _table_module()
+    rows = [_row(0, unroll=True, psnr=50.0, steps=steps), _row(0, unroll=True, psnr=50.0, steps=1)]
+    rows[0]["config"]["iterations"] = 50
+    assert len(t.table(rows).splitlines()) == 4 and "dlg ≤ 50" in t.table(rows)
