@@ -140,7 +140,7 @@ def finish(ctx: RunContext, rec: Reconstruction | Exception, seconds: float) -> 
         result = prior_only(ctx.truth, ctx.observation, ctx.pool, failed)
         outcome = Outcome(result, {"truth": ctx.truth.plaintext.numpy()})
     else:
-        base = dataclasses.replace(ctx.base, seconds=seconds)
+        base = dataclasses.replace(ctx.base, seconds=seconds, label_orders=rec.info.get("label_orders"))
         outcome = score(ctx.scenario, ctx.observation, ctx.truth, ctx.pool, rec, base)
     if ctx.cfg.utility:  # what the protection costs does not depend on whether this attack ran
         from he_leak.scoring.utility_accuracy import utility

@@ -57,14 +57,17 @@ class InvertingGradients(Attack):
             xs = self._start(obs, o.seed)
             failed = self._optimise(xs, lambda z, y=labels: batched_value_and_grad(objective, z, y), jobs=1,
                                     bounds=obs.bounds)  # fmt: skip
-            if failed[0]:
-                if len(orders) == 1:
+            try:
+                if failed[0]:
                     raise AttackFailed(failed[0])
+                rec = self._pick(obs, xs, gm, labels)
+            except AttackFailed:
+                if len(orders) == 1:
+                    raise
                 continue
-            rec = self._pick(obs, xs, gm, labels)
             best = rec if best is None or rec.loss < best.loss else best
         if best is None:
-            raise AttackFailed(f"ig: every restart of all {len(orders)} label assignments became non-finite")
+            raise AttackFailed(f"ig: no restart of any of the {len(orders)} label assignments ended finite")
         best.info["label_orders"] = len(orders)
         return best
 
@@ -81,8 +84,6 @@ class InvertingGradients(Attack):
             labels = [recover_labels(obs).to(o.device) for obs in observations]
         except AttackFailed:
             return super().reconstruct_many(observations, seeds=seeds)
-        if any(len(label_orders(y, obs, unroll=o.unroll)) > 1 for y, obs in zip(labels, observations, strict=True)):
-            return super().reconstruct_many(observations, seeds=seeds)  # each tries its label assignments alone
         gms = [GradientModel(obs, device=o.device, dtype=torch.float32, unroll=o.unroll) for obs in observations]
         stacked = StackedGradientModels(gms, classes=observations[0].classes)
         k = o.restarts

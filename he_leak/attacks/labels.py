@@ -17,10 +17,10 @@ its weight gradient is ``mean_n g_n h_nᵀ`` (``h_n`` the layer's input), so
 The output layer's gradient must be visible (``obs.mask``); when the aggregator hides it, no label is recovered.
 
 The recovered labels of a batch are returned sorted by class (gradients do not tell which sample has which label).
-That order is all one gradient of the whole batch needs (it is symmetric in the samples). An update that is not —
-FedAvg local steps on mini-batches smaller than the client's batch, or several clients each training alone, attacked
-unrolled — depends on which sample sits at which position; `label_orders` lists the distinct assignments of the
-recovered labels to the positions, for an attack to try each and keep the one its own objective prefers.
+That order is all one gradient of the whole batch needs (it is symmetric in the samples). An unrolled FedAvg update
+whose steps use mini-batches smaller than the client's batch is not: it depends on which label sits in which
+mini-batch (and, with several clients, in which client's batch, up to swapping whole clients). `label_orders` lists
+one assignment per distinct update, for an attack to try each and keep the one its own objective prefers.
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ from torch import nn
 
 from he_leak.errors import AttackFailed
 from he_leak.models.losses import LOSSES
-from he_leak.records import Observation
+from he_leak.records import LocalTraining, Observation
 
 RANDOM_PROBES = 64  # random inputs used to estimate the model's mean softmax
-# the most label assignments `label_orders` lists (4! = 24: any batch of up to 4 samples); beyond it only the sorted
-# one, since each assignment costs the attack a whole run
+# the most label assignments that give different updates `label_orders` lists (beyond it only the sorted one: each
+# costs the attack a whole run), and the most permutations it looks through to find them (8!)
 MAX_LABEL_ORDERS = 24
+MAX_ENUMERATED = 40320
 
 
 def output_layer(obs: Observation) -> tuple[nn.Linear, int, int | None]:
@@ -168,26 +169,31 @@ def recover_labels(obs: Observation) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(obs.classes), counts)
 
 
-def order_matters(obs: Observation, *, unroll: bool) -> bool:
-    """Whether the attacked update depends on which sample holds which position: the local training is unrolled and
-    some step (or some client) sees only part of the batch."""
-    local = obs.local
-    if local is None or not unroll:
-        return False
-    return local.clients > 1 or local.batch < obs.batch // local.clients
+
+def _update_key(labels: tuple[int, ...], local: LocalTraining, per_client: int) -> tuple:
+    """What of an assignment of labels to positions the unrolled update depends on: per client, the labels of each of
+    its mini-batches as a set (a mini-batch's gradient is a mean over its samples), and the clients as a set (the
+    update is their mean)."""
+    ranges = sorted({(r.start, r.stop) for r in local.schedule(per_client)})
+    clients = [labels[k * per_client : (k + 1) * per_client] for k in range(local.clients)]
+    return tuple(sorted(tuple(tuple(sorted(c[a:b])) for a, b in ranges) for c in clients))
 
 
 def label_orders(labels: torch.Tensor, obs: Observation, *, unroll: bool) -> list[torch.Tensor]:
-    """The assignments of the recovered `labels` to the batch's positions worth trying: every distinct one (sympy's
-    multiset permutations, sorted first) when the order matters and there are at most MAX_LABEL_ORDERS, else only
-    `labels` as given (sorted)."""
-    if not order_matters(obs, unroll=unroll):
-        return [labels]
-    counts = torch.unique(labels, return_counts=True)[1].tolist()
-    distinct = math.factorial(len(labels)) // math.prod(math.factorial(c) for c in counts)
-    if distinct == 1 or distinct > MAX_LABEL_ORDERS:
+    """The assignments of the recovered `labels` to the batch's positions that give different unrolled updates —
+    FedAvg steps on part of a client's batch, attacked unrolled — one of each (sympy's multiset permutations, sorted
+    order first); only `labels` itself when the update does not depend on the order (one gradient, every step on
+    the whole batch, not unrolled) or when there are more than MAX_LABEL_ORDERS (each costs the attack a whole
+    run)."""
+    local = obs.local
+    if local is None or not unroll or len(labels) < 2:
         return [labels]
     from sympy.utilities.iterables import multiset_permutations  # sympy comes with torch
 
-    return [torch.tensor(p, dtype=labels.dtype, device=labels.device)
-            for p in multiset_permutations(labels.tolist())]  # fmt: skip
+    per_client = obs.batch // local.clients
+    seen: dict[tuple, tuple[int, ...]] = {}
+    for n, order in enumerate(multiset_permutations(labels.tolist())):
+        seen.setdefault(_update_key(tuple(order), local, per_client), tuple(order))
+        if len(seen) > MAX_LABEL_ORDERS or n >= MAX_ENUMERATED:
+            return [labels]
+    return [torch.tensor(o, dtype=labels.dtype, device=labels.device) for o in seen.values()]
