@@ -22,7 +22,7 @@ import numpy as np
 
 from he_leak.attacks import ATTACKS
 from he_leak.records import KEYLESS
-from he_leak.report.stats import align, difference_interval, keyed_gains, recovery_interval, sample_count, sample_psnrs
+from he_leak.report.stats import align, difference_interval, recovery_interval, sample_count, sample_keys, sample_psnrs
 from he_leak.sweep.store import read_results
 
 
@@ -39,7 +39,9 @@ def cell_key(row: dict) -> tuple:
     c = row["config"]
     local_batch = c.get("local_batch") or row["batch"]
     steps = c.get("iterations") or ATTACKS[row["attack"]].default_iterations
-    return (view(row), f"{row['model']} / {row['data']}", f"{row['attack']} ≤ {steps}", row["batch"], local_batch,
+    hidden = c.get("hidden") if row["model"] == "mlp" else None
+    model = f"{row['model']} {'-'.join(map(str, hidden))}" if hidden else row["model"]
+    return (view(row), f"{model} / {row['data']}", row["attack"], steps, row["batch"], local_batch,
             c.get("local_steps") or 1)  # fmt: skip
 
 
@@ -62,16 +64,33 @@ def _fmt_db(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f}"
 
 
+def keyed_psnrs(row: dict) -> list[tuple[tuple, float]]:
+    """(sample key, PSNR of the attacker's estimate) per sample it has one for."""
+    values, keys = sample_psnrs(row, KEYLESS), sample_keys(row)
+    if values is None or len(values) != len(keys):
+        return []
+    return [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
+
+
 def difference(unrolled: list[dict], single: list[dict]) -> str:
-    """Mean per-sample PSNR of unrolled minus single gradient on the same samples, with its 95% interval."""
-    a = [kv for r in unrolled for kv in keyed_gains(r, KEYLESS)]
-    b = [kv for r in single for kv in keyed_gains(r, KEYLESS)]
+    """Mean per-sample PSNR of unrolled minus single gradient on the same samples, with its 95% interval. PSNRs, not
+    gains over the prior: the prior follows each attack's own labels, so the two sides' priors may differ."""
+    a = [kv for r in unrolled for kv in keyed_psnrs(r)]
+    b = [kv for r in single for kv in keyed_psnrs(r)]
     common = {k for k, _ in a} & {k for k, _ in b}
     x, y, paired = align([kv for kv in a if kv[0] in common], [kv for kv in b if kv[0] in common])
-    if not paired or len(x) < 2:
+    if not paired:
+        return "— (a sample twice in the cell: not paired)"
+    if len(x) < 2:
         return "—"
     lo, hi = difference_interval(x, y, paired=True) or (float("nan"), float("nan"))
     return f"{np.mean(np.subtract(x, y)):+.1f} [{lo:+.1f}, {hi:+.1f}] (n = {len(x)})"
+
+
+def attack_label(key: tuple, rows: list[dict]) -> str:
+    """The attack and its step budget, with how many label assignments ig ran where it tried several."""
+    orders = max((r.get("label_orders") or 1 for r in rows), default=1)
+    return f"{key[2]} ≤ {key[3]}" + (f" per label order (up to {orders})" if orders > 1 else "")
 
 
 def table(rows: list[dict]) -> str:
@@ -86,7 +105,8 @@ def table(rows: list[dict]) -> str:
         u = summary(split[True]) if split[True] else None
         s = summary(split[False]) if split[False] else None
         diff = difference(split[True], split[False]) if u and s else "—"
-        lines.append(f"| {' | '.join(str(v) for v in key)} | {_fmt_rate(u)} | {_fmt_db(u and u['median'])} | "
+        shown = (*key[:2], attack_label(key, split[True] + split[False]), *key[4:])
+        lines.append(f"| {' | '.join(str(v) for v in shown)} | {_fmt_rate(u)} | {_fmt_db(u and u['median'])} | "
                      f"{_fmt_rate(s)} | {_fmt_db(s and s['median'])} | {diff} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 

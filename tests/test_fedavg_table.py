@@ -16,12 +16,12 @@ def _table_module():
     return module
 
 
-def _row(index, *, unroll, psnr, steps=5, batch=1, recovered=None, scenario="plain", role=None):
+def _row(index, *, unroll, psnr, steps=5, batch=1, recovered=None, scenario="plain", role=None, prior=10.0):
     psnrs = None if psnr is None else [psnr] * batch
     return {
         "scenario": scenario, "model": "mlp", "data": "digits", "attack": "dlg", "batch": batch, "index": index,
         "recovered": (batch if psnr is not None and psnr >= 30 else 0) if recovered is None else recovered,
-        "sample_psnrs": None if psnrs is None else {"keyless": psnrs, "prior": [10.0] * batch},
+        "sample_psnrs": None if psnrs is None else {"keyless": psnrs, "prior": [prior] * batch},
         "config": {"data": "digits", "index": index, "seed": index, "local_steps": steps, "local_batch": 1,
                    "unroll": unroll, "iterations": None, "role": role, "clients": 2},
     }  # fmt: skip
@@ -34,7 +34,8 @@ def _line(text, needle):
 def test_counts_intervals_and_the_paired_difference():
     t = _table_module()
     rows = [_row(i, unroll=True, psnr=40.0 + i) for i in range(20)]
-    rows += [_row(i, unroll=False, psnr=20.0 if i else 35.0) for i in range(20)]
+    # the single-gradient attack's prior differs (it follows that attack's own labels): the column is a PSNR difference
+    rows += [_row(i, unroll=False, psnr=20.0 if i else 35.0, prior=13.0) for i in range(20)]
     line = _line(t.table(rows), "| 5 |")
     low, high = binomtest(20, 20).proportion_ci(method="exact")
     assert f"20 / 20 [{low:.2f}, {high:.2f}]" in line and "| 1 / 20 [" in line
@@ -66,4 +67,7 @@ def test_the_local_steps_and_budget_are_their_own_cells(steps):
     t = _table_module()
     rows = [_row(0, unroll=True, psnr=50.0, steps=steps), _row(0, unroll=True, psnr=50.0, steps=1)]
     rows[0]["config"]["iterations"] = 50
-    assert len(t.table(rows).splitlines()) == 4 and "dlg ≤ 50" in t.table(rows)
+    rows.append(_row(1, unroll=True, psnr=50.0, steps=steps) | {"attack": "ig", "label_orders": 2})
+    text = t.table(rows)
+    assert len(text.splitlines()) == 5 and "dlg ≤ 50" in text and "dlg ≤ 300" in text
+    assert "ig ≤ 2000 per label order (up to 2)" in text
