@@ -53,11 +53,12 @@ def show(value: Any) -> str:
 
 
 def describe_run(cfg: RunConfig, varying: Iterable[str] = ()) -> str:
-    """e.g. ``plain · dlg · lenet · digits #0 · seed 0`` plus the other fields that vary across the experiment."""
+    """e.g. ``plain · dlg · lenet · digits #0 · seed 0`` plus the other fields that vary across the experiment and
+    that this run sets away from their default (a LeNet run of a grid that also varies the MLP's width shows none)."""
     text = f"{cfg.scenario} · {cfg.attack} · {cfg.model} · {cfg.data} #{cfg.index} · seed {cfg.seed}"
-    key = cfg.key()
+    key, default = cfg.key(), type(cfg)().key()
     shown = {"scenario", "attack", "model", "data", "index", "seed"}
-    extra = [f"{k}={show(key[k])}" for k in varying if k not in shown]
+    extra = [f"{k}={show(key[k])}" for k in varying if k not in shown and key[k] != default.get(k)]
     return text + (" · " + " ".join(extra) if extra else "")
 
 
