@@ -7,7 +7,8 @@ seed and position; the project's 95% BCa bootstrap, he_leak.report.stats).
 
 E = 1 with b = B is one gradient: the two attacks are the same there and only the unrolled one runs ("—"). A sample
 an attack failed on (it returned nothing) counts as not recovered and has no PSNR; a pair with a failure on either
-side is left out of the difference. A view with nothing in the clear (the he-aggregate server) has no PSNR at all.
+side is left out of the difference. A view with nothing in the clear (the he-aggregate server: visible_fraction 0 in
+every run) reads "nothing in the clear".
 
 Run from the repository root: python experiments/fedavg_table.py experiments/measured/fedavg/results.jsonl
 """
@@ -50,12 +51,16 @@ def summary(rows: list[dict]) -> dict:
     k = sum(int(r.get("recovered") or 0) for r in rows)
     n = sum(sample_count(r) for r in rows)
     psnrs = [v for r in rows for v in (sample_psnrs(r, KEYLESS) or []) if v is not None]
-    return {"k": k, "n": n, "ci": recovery_interval(k, n), "median": float(np.median(psnrs)) if psnrs else None}
+    blind = all(r.get("visible_fraction") == 0 for r in rows)  # every entry encrypted: no attack had anything
+    return {"k": k, "n": n, "ci": recovery_interval(k, n), "median": float(np.median(psnrs)) if psnrs else None,
+            "blind": blind, "runs": len(rows)}  # fmt: skip
 
 
 def _fmt_rate(s: dict | None) -> str:
     if s is None:
         return "—"
+    if s["blind"]:
+        return f"nothing in the clear ({s['runs']} runs)"
     lo, hi = s["ci"]
     return f"{s['k']} / {s['n']} [{lo:.2f}, {hi:.2f}]"
 

@@ -18,7 +18,7 @@ def _table_module():
 
 def _row(index, *, unroll, psnr, steps=5, batch=1, recovered=None, scenario="plain", role=None, prior=10.0):
     psnrs = None if psnr is None else [psnr] * batch
-    return {
+    return {"visible_fraction": 0.0 if role == "server" else 1.0,
         "scenario": scenario, "model": "mlp", "data": "digits", "attack": "dlg", "batch": batch, "index": index,
         "recovered": (batch if psnr is not None and psnr >= 30 else 0) if recovered is None else recovered,
         "sample_psnrs": None if psnrs is None else {"keyless": psnrs, "prior": [prior] * batch},
@@ -58,7 +58,7 @@ def test_one_gradient_has_no_single_gradient_column_and_a_blind_server_no_psnr()
     rows += [_row(i, unroll=True, psnr=None, scenario="he-aggregate", role="server") for i in range(3)]
     text = t.table(rows)
     assert _line(text, "plain").endswith("| 3 / 3 [0.29, 1.00] | 60.0 | — | — | — |")
-    assert _line(text, "the server").endswith("| 0 / 3 [0.00, 0.71] | — | — | — | — |")
+    assert _line(text, "the server").endswith("| nothing in the clear (3 runs) | — | — | — | — |")
     assert "he-aggregate, K = 2: the server" in text
 
 
