@@ -71,3 +71,21 @@ def test_the_local_steps_and_budget_are_their_own_cells(steps):
     text = t.table(rows)
     assert len(text.splitlines()) == 5 and "dlg ≤ 50" in text and "dlg ≤ 300" in text
     assert "ig ≤ 2000 per label order (up to 2)" in text
+
+
+def test_batchnorm_table_pairs_each_prior_weight_with_no_prior_on_the_same_images():
+    path = Path(__file__).resolve().parents[1] / "experiments" / "batchnorm_table.py"
+    spec = importlib.util.spec_from_file_location("batchnorm_table", path)
+    t = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(t)
+
+    def row(index, weight, psnr):
+        return {"model": "lenet-bn", "data": "digits", "batch": 1, "index": index, "recovered": int(psnr >= 30),
+                "sample_psnrs": {"keyless": [psnr], "prior": [12.0]},
+                "config": {"data": "digits", "index": index, "seed": 0, "bn_prior": weight}}  # fmt: skip
+
+    rows = [row(i, 0.0, 20.0 + i) for i in range(4)] + [row(i, 0.1, 31.0 + i) for i in range(4)]
+    text = t.table(rows)
+    base = _line(text, "| 0 |")
+    assert "| 0 / 4 [0.00, 0.60] | 21.5 | +9.5 [" in base and base.endswith("| — |")
+    assert "| 4 / 4 [0.40, 1.00] | 32.5 | +20.5 [" in text and "| +11.0 [+11.0, +11.0] |" in text
