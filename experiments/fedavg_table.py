@@ -10,7 +10,9 @@ an attack failed on (it returned nothing) counts as not recovered and has no PSN
 side is left out of the difference. A view with nothing in the clear (the he-aggregate server: visible_fraction 0 in
 every run) reads "nothing in the clear".
 
-Run from the repository root: python experiments/fedavg_table.py experiments/measured/fedavg/results.jsonl
+Run from the repository root (several results files make one table):
+python experiments/fedavg_table.py experiments/measured/fedavg/results.jsonl \
+    experiments/measured/fedavg_budget/results.jsonl
 """
 
 from __future__ import annotations
@@ -118,9 +120,10 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, help="results.jsonl of experiments/fedavg.toml")
+    parser.add_argument("results", type=Path, nargs="+", help="results.jsonl of experiments/fedavg.toml (and "
+                        "fedavg_budget.toml)")  # fmt: skip
     args = parser.parse_args()
-    print(table(read_results(args.results)), end="")
+    print(table([row for path in args.results for row in read_results(path)]), end="")
 
 
 if __name__ == "__main__":

@@ -197,13 +197,13 @@ def test_local_training_names_the_protection_and_single_gradient_attacks_are_the
     rows = plain_rows([30.0] * 20, **local) + plain_rows([1.0] * 20, **local, unroll=False)
     rows += plain_rows([2.0] * 20, attack="ig", model="lenet-bn", model_mode="train", bn_prior=0.1)
     cells = {c.protection: c for c in protection.summarise(rows) if c.attacker == "sees the gradient"}
-    assert set(cells) == {"plain · lenet · E=2 η=0.1 b=1", "plain · lenet-bn · train mode"}
-    fedavg = cells["plain · lenet · E=2 η=0.1 b=1"]
+    assert set(cells) == {"plain · lenet · digits · E=2 η=0.1 b=1", "plain · lenet-bn · digits · train mode"}
+    fedavg = cells["plain · lenet · digits · E=2 η=0.1 b=1"]
     assert [a.attack for a in fedavg.attacks] == ["dlg", "dlg (single gradient)"]
-    assert [a.attack for a in cells["plain · lenet-bn · train mode"].attacks] == ["ig + BN prior 0.1"]
+    assert [a.attack for a in cells["plain · lenet-bn · digits · train mode"].attacks] == ["ig + BN prior 0.1"]
 
 
-@pytest.mark.parametrize("name", ["fedavg.toml", "batchnorm.toml", "training_stage.toml"])
+@pytest.mark.parametrize("name", ["fedavg.toml", "fedavg_budget.toml", "batchnorm.toml", "training_stage.toml"])
 def test_issue_18_cells_hold_twenty_distinct_images_each_run_its_own_seed(name):
     from pathlib import Path
 
@@ -213,10 +213,17 @@ def test_issue_18_cells_hold_twenty_distinct_images_each_run_its_own_seed(name):
     cells: dict[tuple[str, str], list[RunConfig]] = {}
     for cfg in experiment.runs:
         key = {"scenario": cfg.scenario, "attack": cfg.attack, "config": cfg.key()}
-        cells.setdefault((protection.protection(key), protection.attack_label(key)), []).append(cfg)
+        where = (protection.protection(key), tuple(protection.attackers(key)), protection.attack_label(key))
+        cells.setdefault(where, []).append(cfg)
+
+    from he_leak.scenarios import SCENARIOS
+
+    def samples(cfg: RunConfig) -> int:  # he-aggregate: each of K clients draws its own batch, in index order
+        return cfg.batch * (cfg.clients if SCENARIOS[cfg.scenario].per_client else 1)
+
     for where, runs in cells.items():
-        images = {(cfg.data, cfg.index + i) for cfg in runs for i in range(cfg.batch)}
-        assert len(images) == sum(cfg.batch for cfg in runs) >= 20, where
+        images = {(cfg.data, cfg.index + i) for cfg in runs for i in range(samples(cfg))}
+        assert len(images) == sum(samples(cfg) for cfg in runs) >= 20, where
         assert len({cfg.seed for cfg in runs}) == len(runs), where
 
 

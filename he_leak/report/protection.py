@@ -96,8 +96,8 @@ def protection(row: Row) -> str:
 
 
 def federation(cfg: Row) -> list[str]:
-    """The client's training as a row ran it (local steps, train mode, training stage), with the model they
-    describe; nothing for one gradient of an untrained model in eval mode."""
+    """The client's training as a row ran it (local steps, train mode, training stage), with the model and data they
+    describe (one experiment may train on several); nothing for one gradient of an untrained model in eval mode."""
     bits = []
     if cfg.get("local_steps"):
         b = cfg.get("local_batch") or cfg.get("batch", 1)
@@ -106,7 +106,7 @@ def federation(cfg: Row) -> list[str]:
         bits.append("train mode")
     if cfg.get("pretrain_epochs"):
         bits.append(f"pretrained {cfg['pretrain_epochs']} epochs")
-    return [str(cfg.get("model"))] + bits if bits else []
+    return [str(cfg.get("model")), str(cfg.get("data"))] + bits if bits else []
 
 
 def attack_label(row: Row) -> str:
