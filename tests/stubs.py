@@ -172,3 +172,14 @@ name = "by_hidden"
 x = "config.hidden"
 y = "symbol_exact"
 """
+
+
+def experiment_script(name: str):
+    """A script of experiments/ (e.g. "fedavg_table") imported as a module, for tests of its functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

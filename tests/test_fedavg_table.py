@@ -1,19 +1,13 @@
 """experiments/fedavg_table.py (the README's FedAvg table) on hand-made rows: counts, the Clopper–Pearson interval,
 the pairing of the unrolled and single-gradient attacks by sample, and failures."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from scipy.stats import binomtest
+from stubs import experiment_script
 
 
 def _table_module():
-    path = Path(__file__).resolve().parents[1] / "experiments" / "fedavg_table.py"
-    spec = importlib.util.spec_from_file_location("fedavg_table", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return experiment_script("fedavg_table")
 
 
 def _row(index, *, unroll, psnr, steps=5, batch=1, recovered=None, scenario="plain", role=None, prior=10.0):
@@ -74,10 +68,7 @@ def test_the_local_steps_and_budget_are_their_own_cells(steps):
 
 
 def test_batchnorm_table_pairs_each_prior_weight_with_no_prior_on_the_same_images():
-    path = Path(__file__).resolve().parents[1] / "experiments" / "batchnorm_table.py"
-    spec = importlib.util.spec_from_file_location("batchnorm_table", path)
-    t = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(t)
+    t = experiment_script("batchnorm_table")
 
     def row(index, weight, psnr):
         return {"model": "lenet-bn", "data": "digits", "batch": 1, "index": index, "recovered": int(psnr >= 30),

@@ -6,6 +6,7 @@ fractions exact, layer regexes NVFlare-style, refusals."""
 import numpy as np
 import pytest
 import torch
+from stubs import experiment_script
 from torch.autograd.functional import jacobian
 from torch.func import functional_call
 
@@ -182,14 +183,7 @@ def test_layer_regex():
 
 
 def _selective_table():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "experiments" / "selective_table.py"
-    spec = importlib.util.spec_from_file_location("selective_table", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return experiment_script("selective_table")
 
 
 def test_selective_table_smallest_p_needs_every_larger_p():
