@@ -4,6 +4,7 @@ numbers, run names, finite medians."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import statistics
@@ -52,11 +53,17 @@ def show(value: Any) -> str:
     return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
 
+@functools.lru_cache(maxsize=4)
+def _default_key(kind: type) -> dict:
+    """The key of a RunConfig left at its defaults (once per process; describe_run runs per finished run)."""
+    return kind().key()
+
+
 def describe_run(cfg: RunConfig, varying: Iterable[str] = ()) -> str:
     """e.g. ``plain · dlg · lenet · digits #0 · seed 0`` plus the other fields that vary across the experiment and
     that this run sets away from their default (a LeNet run of a grid that also varies the MLP's width shows none)."""
     text = f"{cfg.scenario} · {cfg.attack} · {cfg.model} · {cfg.data} #{cfg.index} · seed {cfg.seed}"
-    key, default = cfg.key(), type(cfg)().key()
+    key, default = cfg.key(), _default_key(type(cfg))
     shown = {"scenario", "attack", "model", "data", "index", "seed"}
     extra = [f"{k}={show(key[k])}" for k in varying if k not in shown and key[k] != default.get(k)]
     return text + (" · " + " ".join(extra) if extra else "")

@@ -36,6 +36,18 @@ index = {indices}
 seed = {seeds}
 """
 
+# the closed form on a small MLP with and without gradient noise: the head of the expectation tests' experiments
+NOISE_GRID = """\
+[fixed]
+model = "mlp"
+hidden = [8]
+attack = "analytic"
+
+[[grid]]
+scenario = ["plain"]
+noise = [0.0, 0.1]
+"""
+
 
 def cheap_grid(tmp_path: Path, *, indices: int, seeds: int = 1, name: str = "cheap.toml") -> Path:
     """An experiment of indices × seeds real, cheap runs (plain · analytic · mlp · digits)."""

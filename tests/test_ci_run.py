@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from junitparser import Failure, JUnitXml
+from stubs import NOISE_GRID
 
 from he_leak.cli import main
 from he_leak.sweep.driver import run_experiment
@@ -16,14 +17,7 @@ TINY = """\
 name = "tiny"
 description = "plain closed form on two digits, with and without noise"
 
-[fixed]
-model = "mlp"
-hidden = [8]
-attack = "analytic"
-
-[[grid]]
-scenario = ["plain"]
-noise = [0.0, 0.1]
+""" + NOISE_GRID + """\
 index = [0, 1]
 seed = [1, 2]
 paired = ["index", "seed"]

@@ -5,6 +5,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from stubs import NOISE_GRID
 
 from he_leak.config import RunConfig
 from he_leak.errors import ConfigError
@@ -62,16 +63,7 @@ def test_worst_is_the_largest_per_sample_value_of_a_batch():
     assert Expectation(metric="keyless_gain", aggregate="worst", max=1.0).evaluate(rows).value == pytest.approx(40.0)
 
 
-EXPERIMENT = """\
-name = "t"
-[fixed]
-model = "mlp"
-hidden = [8]
-attack = "analytic"
-[[grid]]
-scenario = ["plain"]
-noise = [0.0, 0.1]
-"""
+EXPERIMENT = 'name = "t"\n' + NOISE_GRID
 
 
 @pytest.mark.parametrize(
@@ -100,7 +92,7 @@ def test_a_rate_difference_may_be_negative(tmp_path):
     path.write_text(EXPERIMENT + '[[expect]]\nnoise = 0.1\nversus = {noise = 0}\nmetric = "success"\n'
                                  'aggregate = "rate"\nmax = -0.5\n')  # fmt: skip
     (row,) = load_experiment(path).expectations
-    assert row.versus == {"noise": (0.0,)} and row.line == 9
+    assert row.versus == {"noise": (0.0,)} and row.line == len(EXPERIMENT.splitlines()) + 1
 
 
 LINES = [
