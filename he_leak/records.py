@@ -190,7 +190,7 @@ class Result:
     insecure: bool | None = None  # the HE parameters lie beyond the 128-bit table (measured, not the flag)
     security_index: float | None = None  # models.audit's index of the run's model and batch (0 leaky, -1 secure)
     restarts: int = 1
-    label_orders: int | None = None  # ig: label assignments it ran, one whole run each (attacks.labels.label_orders)
+    label_orders: int | None = None  # ig: label assignments it ran, a whole run each (>1 only on some FedAvg updates)
     defences: dict[str, float] | None = None  # the gradient defences applied (clip, prune, noise) and their values
     he_params: dict[str, Any] | None = None  # the HE parameters actually used (N, modulus chain, scale, ...)
     key_source: str | None = None  # where the key holder's secret key seed came from: os, given (--key-seed), sweep

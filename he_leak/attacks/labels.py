@@ -169,7 +169,6 @@ def recover_labels(obs: Observation) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(obs.classes), counts)
 
 
-
 def _update_key(labels: tuple[int, ...], local: LocalTraining, per_client: int) -> tuple:
     """What of an assignment of labels to positions the unrolled update depends on: per client, the labels of each of
     its mini-batches as a set (a mini-batch's gradient is a mean over its samples), and the clients as a set (the
@@ -186,8 +185,8 @@ def label_orders(labels: torch.Tensor, obs: Observation, *, unroll: bool) -> lis
     the whole batch, not unrolled) or when there are more than MAX_LABEL_ORDERS (each costs the attack a whole
     run)."""
     local = obs.local
-    if local is None or not unroll or len(labels) < 2:
-        return [labels]
+    if local is None or not unroll or len(labels) < 2 or (local.clients == 1 and local.batch >= obs.batch):
+        return [labels]  # symmetric in the samples: no need to look through the permutations
     from sympy.utilities.iterables import multiset_permutations  # sympy comes with torch
 
     per_client = obs.batch // local.clients
